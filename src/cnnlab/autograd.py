@@ -1,0 +1,496 @@
+"""A small reverse-mode autograd on NumPy arrays.
+
+Every differentiable op builds its output with :meth:`Tensor.from_op`, giving the parents
+and one closure that maps the output's gradient to the parents' gradients (micrograd's
+shape, HIPS/autograd's VJPs). :meth:`Tensor.backward` sorts the graph topologically and runs
+the closures in reverse, accumulating (``+=``) into each parent's ``.grad``. Broadcasting is
+undone in one place, :func:`unbroadcast`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+_GRAD_ENABLED = True
+
+ArrayLike = Any
+VJP = Callable[[np.ndarray], Sequence[np.ndarray | None]]
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside this block ops record no graph (evaluation, optimizer updates)."""
+    global _GRAD_ENABLED
+    previous, _GRAD_ENABLED = _GRAD_ENABLED, False
+    try:
+        yield
+    finally:
+        _GRAD_ENABLED = previous
+
+
+def is_grad_enabled() -> bool:
+    return _GRAD_ENABLED
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``grad`` over the axes NumPy broadcasting added or stretched to reach its shape."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _as_array(data: ArrayLike, dtype: Any = None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    array = np.asarray(data, dtype=dtype)
+    if dtype is None and array.dtype.kind in "iub" and array.ndim > 0:
+        return array
+    if dtype is None and array.dtype == np.float16:
+        return array.astype(np.float32)
+    return array
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    Parameters
+    ----------
+    data : array_like
+        Values; kept as a NumPy array (float32 stays float32, float64 stays float64).
+    requires_grad : bool
+        Whether :meth:`backward` should fill ``.grad`` for this tensor.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4.])
+    """
+
+    __slots__ = ("_backward", "_parents", "data", "grad", "name", "requires_grad")
+    __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
+
+    def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data: np.ndarray = _as_array(data, dtype)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: VJP | None = None
+        self.name: str | None = None
+
+    # -- graph construction -------------------------------------------------------------
+    @classmethod
+    def from_op(cls, data: np.ndarray, parents: Sequence[Tensor], vjp: VJP) -> Tensor:
+        """Output of an op: records ``parents`` and ``vjp`` when some parent needs a grad."""
+        out = cls(data)
+        if _GRAD_ENABLED and any(p.requires_grad for p in parents):
+            out.requires_grad = True
+            out._parents = tuple(parents)
+            out._backward = vjp
+        return out
+
+    def backward(self, gradient: ArrayLike | None = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` that requires grad.
+
+        ``gradient`` defaults to 1 for a single-element tensor, as in PyTorch.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: tensor does not require grad and has no grad_fn")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: gradient can be implicitly created only for scalar outputs, "
+                    f"got shape {self.shape}"
+                )
+            seed = np.ones_like(self.data)
+        else:
+            seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient,
+                              dtype=self.data.dtype)
+            if seed.shape != self.shape:
+                raise ValueError(
+                    f"backward: gradient shape {seed.shape} must match tensor shape {self.shape}"
+                )
+        order = self._topological_order()
+        grads: dict[int, np.ndarray] = {id(self): seed}
+        for node in reversed(order):
+            grad = grads.pop(id(node), None)
+            if grad is None:
+                continue
+            if node._backward is None:
+                node.grad = grad.copy() if node.grad is None else node.grad + grad
+                continue
+            for parent, parent_grad in zip(node._parents, node._backward(grad)):
+                if parent_grad is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+
+    def _topological_order(self) -> list[Tensor]:
+        order: list[Tensor] = []
+        seen: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._parents if id(p) not in seen)
+        return order
+
+    # -- array-like surface ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        return Tensor(self.data)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        self.requires_grad = flag
+        return self
+
+    def __repr__(self) -> str:
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{flag})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    # -- arithmetic (broadcasting) ----------------------------------------------------------
+    def __add__(self, other: ArrayLike) -> Tensor:
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: ArrayLike) -> Tensor:
+        return add(self, neg(tensor_like(other, self)))
+
+    def __rsub__(self, other: ArrayLike) -> Tensor:
+        return add(tensor_like(other, self), neg(self))
+
+    def __mul__(self, other: ArrayLike) -> Tensor:
+        return mul(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: ArrayLike) -> Tensor:
+        return mul(self, reciprocal(tensor_like(other, self)))
+
+    def __rtruediv__(self, other: ArrayLike) -> Tensor:
+        return mul(tensor_like(other, self), reciprocal(self))
+
+    def __neg__(self) -> Tensor:
+        return neg(self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        return power(self, exponent)
+
+    def __matmul__(self, other: ArrayLike) -> Tensor:
+        return matmul(self, tensor_like(other, self))
+
+    def __rmatmul__(self, other: ArrayLike) -> Tensor:
+        return matmul(tensor_like(other, self), self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return getitem(self, index)
+
+    # comparisons give plain boolean arrays (no gradient)
+    def __lt__(self, other: ArrayLike) -> np.ndarray:
+        return self.data < _as_array(other)
+
+    def __gt__(self, other: ArrayLike) -> np.ndarray:
+        return self.data > _as_array(other)
+
+    def __le__(self, other: ArrayLike) -> np.ndarray:
+        return self.data <= _as_array(other)
+
+    def __ge__(self, other: ArrayLike) -> np.ndarray:
+        return self.data >= _as_array(other)
+
+    # -- method forms ---------------------------------------------------------------------
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return sum_(self, axis, keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return mean(self, axis, keepdims)
+
+    def max(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        return amax(self, axis, keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return reshape(self, shape)
+
+    def transpose(self, *axes: int) -> Tensor:
+        return transpose(self, axes or None)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's name
+        return transpose(self, None)
+
+    def exp(self) -> Tensor:
+        return exp(self)
+
+    def log(self) -> Tensor:
+        return log(self)
+
+    def relu(self) -> Tensor:
+        return relu(self)
+
+    def tanh(self) -> Tensor:
+        return tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return sigmoid(self)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return flatten(self, start_dim, end_dim)
+
+
+def tensor_like(value: ArrayLike, reference: Tensor) -> Tensor:
+    """Wrap a constant as a Tensor of ``reference``'s float dtype (no gradient)."""
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "iubf" and reference.dtype.kind == "f":
+        array = array.astype(reference.dtype, copy=False)
+    return Tensor(array)
+
+
+def as_tensor(value: ArrayLike) -> Tensor:
+    return value if isinstance(value, Tensor) else Tensor(value)
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise arithmetic. Each forward is followed by its VJP.
+
+
+def add(a: ArrayLike, b: ArrayLike) -> Tensor:
+    a = as_tensor(a)
+    b = tensor_like(b, a)
+    return Tensor.from_op(a.data + b.data, (a, b),
+                          lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)))
+
+
+def mul(a: ArrayLike, b: ArrayLike) -> Tensor:
+    a = as_tensor(a)
+    b = tensor_like(b, a)
+    return Tensor.from_op(a.data * b.data, (a, b),
+                          lambda g: (unbroadcast(g * b.data, a.shape),
+                                     unbroadcast(g * a.data, b.shape)))
+
+
+def neg(a: Tensor) -> Tensor:
+    return Tensor.from_op(-a.data, (a,), lambda g: (-g,))
+
+
+def reciprocal(a: Tensor) -> Tensor:
+    out = 1.0 / a.data
+    return Tensor.from_op(out, (a,), lambda g: (-g * out * out,))
+
+
+def power(a: Tensor, exponent: float) -> Tensor:
+    out = a.data ** exponent
+    return Tensor.from_op(out, (a,), lambda g: (g * exponent * a.data ** (exponent - 1),))
+
+
+def exp(a: Tensor) -> Tensor:
+    out = np.exp(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * out,))
+
+
+def log(a: Tensor) -> Tensor:
+    return Tensor.from_op(np.log(a.data), (a,), lambda g: (g / a.data,))
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = np.sqrt(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * 0.5 / out,))
+
+
+def abs_(a: Tensor) -> Tensor:
+    return Tensor.from_op(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),))
+
+
+def relu(a: Tensor) -> Tensor:
+    mask = a.data > 0
+    return Tensor.from_op(np.where(mask, a.data, 0).astype(a.dtype, copy=False), (a,),
+                          lambda g: (g * mask,))
+
+
+def tanh(a: Tensor) -> Tensor:
+    out = np.tanh(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * (1 - out * out),))
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    out = _stable_sigmoid(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * out * (1 - out),))
+
+
+def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def where(condition: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
+    """Elementwise ``a if condition else b``; gradient flows to the chosen side."""
+    cond = np.asarray(condition.data if isinstance(condition, Tensor) else condition, bool)
+    a = as_tensor(a)
+    b = tensor_like(b, a)
+    return Tensor.from_op(np.where(cond, a.data, b.data), (a, b),
+                          lambda g: (unbroadcast(np.where(cond, g, 0), a.shape),
+                                     unbroadcast(np.where(cond, 0, g), b.shape)))
+
+
+def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
+    a = as_tensor(a)
+    b = tensor_like(b, a)
+    return where(a.data >= b.data, a, b)
+
+
+def clip(a: Tensor, low: float | None, high: float | None) -> Tensor:
+    out = np.clip(a.data, low, high)
+    inside = out == a.data
+    return Tensor.from_op(out, (a,), lambda g: (g * inside,))
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra and reductions.
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` with NumPy's broadcasting over leading axes (1-D operands as in NumPy)."""
+    a_vec, b_vec = a.ndim == 1, b.ndim == 1
+    a2 = a.data[None, :] if a_vec else a.data
+    b2 = b.data[:, None] if b_vec else b.data
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g2 = g
+        if a_vec:
+            g2 = np.expand_dims(g2, -2)
+        if b_vec:
+            g2 = np.expand_dims(g2, -1)
+        ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape)
+        gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape)
+        return ga.reshape(a.shape), gb.reshape(b.shape)
+
+    return Tensor.from_op(a.data @ b.data, (a, b), vjp)
+
+
+def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: Any, keepdims: bool
+                    ) -> np.ndarray:
+    if axis is None:
+        return np.broadcast_to(np.reshape(g, (1,) * len(shape)), shape)
+    if not keepdims:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = tuple(ax % len(shape) for ax in axes)
+        g = np.expand_dims(g, tuple(sorted(axes)))
+    return np.broadcast_to(g, shape)
+
+
+def sum_(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
+         ) -> Tensor:
+    return Tensor.from_op(np.sum(a.data, axis=axis, keepdims=keepdims), (a,),
+                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims),))
+
+
+def mean(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
+         ) -> Tensor:
+    out = np.mean(a.data, axis=axis, keepdims=keepdims)
+    count = a.data.size / max(np.size(out), 1) if a.data.size else 1
+    return Tensor.from_op(out, (a,),
+                          lambda g: (_expand_reduced(g / count, a.shape, axis, keepdims),))
+
+
+def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """Maximum; the gradient is shared equally among tied maxima."""
+    out = np.max(a.data, axis=axis, keepdims=True)
+    mask = a.data == out
+    share = mask / mask.sum(axis=axis, keepdims=True)
+    result = out if keepdims else np.squeeze(out, axis=axis)
+    return Tensor.from_op(result, (a,),
+                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims) * share,))
+
+
+# ---------------------------------------------------------------------------------------
+# Shape ops.
+
+
+def reshape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    return Tensor.from_op(a.data.reshape(shape), (a,), lambda g: (g.reshape(a.shape),))
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    start, end = start_dim % max(a.ndim, 1), end_dim % max(a.ndim, 1)
+    shape = (*a.shape[:start], int(np.prod(a.shape[start:end + 1])), *a.shape[end + 1:])
+    return reshape(a, shape)
+
+
+def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
+    inverse = None if axes is None else tuple(np.argsort(axes))
+    return Tensor.from_op(np.transpose(a.data, axes), (a,),
+                          lambda g: (np.transpose(g, inverse),))
+
+
+def getitem(a: Tensor, index: Any) -> Tensor:
+    if isinstance(index, Tensor):
+        index = index.data
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        full = np.zeros_like(a.data)
+        np.add.at(full, index, g)
+        return (full,)
+
+    return Tensor.from_op(a.data[index], (a,), vjp)
+
+
+def concatenate(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
+    parts = [as_tensor(t) for t in tensors]
+    sizes = np.cumsum([p.shape[axis] for p in parts])[:-1]
+    return Tensor.from_op(np.concatenate([p.data for p in parts], axis=axis), parts,
+                          lambda g: tuple(np.split(g, sizes, axis=axis)))
+
+
+def stack(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
+    parts = [as_tensor(t) for t in tensors]
+    return Tensor.from_op(np.stack([p.data for p in parts], axis=axis), parts,
+                          lambda g: tuple(np.moveaxis(g, axis, 0)))

@@ -1,0 +1,219 @@
+"""Argument normalisation and shape rules: the one source of truth for conv arithmetic.
+
+Public functions turn ``int | tuple | str`` arguments into canonical tuples here, once;
+kernels below them never re-check. Shape rules follow Dumoulin & Visin (2016),
+"A guide to convolution arithmetic for deep learning":
+
+    o = floor((i + p_lo + p_hi - d*(k - 1) - 1) / s) + 1          (convolution)
+    o = (i - 1)*s - p_lo - p_hi + d*(k - 1) + output_padding + 1  (transposed)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+PadPairs = tuple[tuple[int, int], ...]
+
+PADDING_STRINGS = ("valid", "same", "full", "causal")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def to_tuple(
+    value: int | Sequence[int], ndim: int, name: str, fn: str, minimum: int | None = 1
+) -> tuple[int, ...]:
+    """Broadcast an int to ``ndim`` ints, or check a sequence has ``ndim`` ints.
+
+    >>> to_tuple(3, 2, "stride", "conv2d")
+    (3, 3)
+    """
+    if _is_int(value):
+        values = (int(value),) * ndim
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == 1 and ndim != 1:
+            values = (value[0],) * ndim
+        elif len(value) != ndim:
+            raise ValueError(
+                f"{fn}: {name} must be an int or a tuple of {ndim} ints, got {tuple(value)!r}"
+            )
+        else:
+            values = tuple(value)
+        if not all(_is_int(v) for v in values):
+            raise TypeError(f"{fn}: {name} must contain ints, got {tuple(value)!r}")
+        values = tuple(int(v) for v in values)
+    else:
+        raise TypeError(
+            f"{fn}: {name} must be an int or a tuple of {ndim} ints, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if minimum is not None and any(v < minimum for v in values):
+        raise ValueError(f"{fn}: {name} must be >= {minimum} in every dimension, got {values}")
+    return values
+
+
+def same_padding(
+    in_size: int, kernel: int, stride: int, dilation: int
+) -> tuple[int, int]:
+    """TensorFlow/Keras 'SAME': ``ceil(in / stride)`` outputs, extra padding on the high side.
+
+    For stride 1 this is PyTorch's ``padding='same'``: total ``d*(k-1)``, ``lo = total // 2``.
+    """
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - in_size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_padding(
+    padding: int | Sequence[int] | Sequence[Sequence[int]] | str,
+    in_spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    fn: str,
+) -> PadPairs:
+    """Canonical per-dimension ``(lo, hi)`` padding for a convolution.
+
+    Accepts an int, a per-dimension tuple, per-side pairs ``((lo, hi), ...)``, or one of
+    ``'valid'`` (none), ``'same'`` (``ceil(n / stride)`` outputs), ``'full'`` (every partial
+    overlap: ``d*(k-1)`` on both sides) and ``'causal'`` (1-D only: ``d*(k-1)`` on the left,
+    as in WaveNet, so output ``t`` sees inputs ``<= t``).
+    """
+    ndim = len(in_spatial)
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"{fn}: padding must be an int, a tuple or one of {PADDING_STRINGS}, "
+                f"got {padding!r}"
+            )
+        extent = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if padding == "valid":
+            return ((0, 0),) * ndim
+        if padding == "full":
+            return tuple((e, e) for e in extent)
+        if padding == "causal":
+            if ndim != 1:
+                raise ValueError(f"{fn}: padding='causal' needs 1 spatial dimension, got {ndim}")
+            return ((extent[0], 0),)
+        return tuple(
+            same_padding(n, k, s, d)
+            for n, k, s, d in zip(in_spatial, kernel, stride, dilation, strict=True)
+        )
+    return pad_pairs(padding, ndim, "padding", fn)
+
+
+def pad_pairs(padding: Any, ndim: int, name: str, fn: str) -> PadPairs:
+    """``int``, ``(p1, ..., pn)`` or ``((lo1, hi1), ..., (lon, hin))`` -> canonical pairs."""
+    if (
+        isinstance(padding, Sequence)
+        and not isinstance(padding, str)
+        and len(padding) > 0
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
+    ):
+        if len(padding) != ndim or any(len(p) != 2 for p in padding):
+            raise ValueError(
+                f"{fn}: {name} as per-side pairs must be {ndim} (lo, hi) pairs, got {padding!r}"
+            )
+        flat = to_tuple(tuple(v for p in padding for v in p), 2 * ndim, name, fn, minimum=0)
+        return tuple((flat[2 * i], flat[2 * i + 1]) for i in range(ndim))
+    per_dim = to_tuple(padding, ndim, name, fn, minimum=0)
+    return tuple((p, p) for p in per_dim)
+
+
+def conv_output_shape(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: PadPairs,
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """``o = floor((i + lo + hi - d*(k-1) - 1) / s) + 1`` per spatial dimension.
+
+    >>> conv_output_shape((6, 6), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    (6, 6)
+    """
+    return tuple(
+        (i + lo + hi - d * (k - 1) - 1) // s + 1
+        for i, k, s, (lo, hi), d in zip(in_spatial, kernel, stride, padding, dilation, strict=True)
+    )
+
+
+def conv_transpose_output_shape(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: PadPairs,
+    dilation: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[int, ...]:
+    """``o = (i - 1)*s - lo - hi + d*(k-1) + output_padding + 1`` per spatial dimension."""
+    return tuple(
+        (i - 1) * s - lo - hi + d * (k - 1) + op + 1
+        for i, k, s, (lo, hi), d, op in zip(
+            in_spatial, kernel, stride, padding, dilation, output_padding, strict=True
+        )
+    )
+
+
+def pool_output_shape(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+) -> tuple[int, ...]:
+    """PyTorch's pooling output size; with ``ceil_mode`` the last window must start inside
+    the input or left padding (it may not start in the right padding)."""
+    out = []
+    for i, k, s, p, d in zip(in_spatial, kernel, stride, padding, dilation, strict=True):
+        span = i + 2 * p - d * (k - 1) - 1
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= i + p:
+            o -= 1
+        out.append(o)
+    return tuple(out)
+
+
+def receptive_field(layers: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Receptive field (size, jump, start) after each layer, per axis (Dumoulin & Visin).
+
+    Each layer is a dict with ``kernel``, ``stride``, ``padding``, ``dilation`` and optional
+    ``transposed``. ``start`` is the centre of the first output's field in input coordinates.
+    For a transposed layer the jump divides by the stride.
+    """
+    size, jump, start = 1.0, 1.0, 0.5
+    result = []
+    for layer in layers:
+        k = layer["dilation"] * (layer["kernel"] - 1) + 1
+        s, p = layer["stride"], layer["padding"]
+        if layer.get("transposed", False):
+            jump_next = jump / s
+            size = size + (k - 1) * jump_next
+            start = start + (p - (k - 1) / 2) * jump_next
+            jump = jump_next
+        else:
+            size = size + (k - 1) * jump
+            start = start + ((k - 1) / 2 - p) * jump
+            jump = jump * s
+        result.append({"size": size, "jump": jump, "start": start})
+    return result
+
+
+def check_positive_shape(shape: Sequence[int], what: str, fn: str) -> None:
+    if any(n <= 0 for n in shape):
+        raise ValueError(f"{fn}: {what} must be positive in every dimension, got {tuple(shape)}")
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def prod(values: Sequence[int]) -> int:
+    return math.prod(values)

@@ -1,0 +1,250 @@
+"""N-D cross-correlation by GEMM, with its two VJPs, on zero-padded NumPy arrays.
+
+The layer computes (PyTorch's convention, the lecture's sum with the filter un-flipped)::
+
+    y[n, o, p] = sum_{c in group(o)} sum_k x_pad[n, c, p*s + k*d] * w[o, c, k]
+
+Algorithm ("channel-major shifted columns"): the zero-padded input is stored once as
+``grid[phase, c, n*prod(G) + g]`` where a stride-``s`` axis of padded length ``P`` is split
+into ``s`` phases of length ``G = ceil(P / s)`` (stride = stride 1 on each phase). Kernel tap
+``k`` then reads phase ``(k*d) % s`` at a constant flat offset ``(k*d) // s``, so one chunk of
+the im2col matrix is ``K`` contiguous slices, and the layer is one wide GEMM per chunk::
+
+    out[:, chunk] = W (C_out, K*C_in) @ cols (K*C_in, chunk)
+
+computed on the whole grid and cropped to the valid outputs. Chunks keep the column buffer
+under :data:`COLS_BUDGET_BYTES`, whatever the batch size.
+
+The VJPs reuse the same columns: ``grad_w = gy @ cols.T`` and ``grad_cols = W.T @ gy``
+scattered back through the same offsets (col2im), which is also the transposed convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from ._args import PadPairs, ceil_div, conv_output_shape, prod
+
+# Upper bound on one chunk's im2col buffer (and its gradient). 8 MiB keeps a chunk and the
+# weight within the L3 share of one core pair while leaving GEMMs wide enough to run at
+# full BLAS speed (benchmarks/bench_conv.py, shapes ResNet 3x3 and LeNet C3).
+COLS_BUDGET_BYTES = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything a GEMM convolution needs to know about its shapes, computed once.
+
+    ``padded``: input spatial size after padding; ``grid``: per-phase size ``ceil(P / s)``;
+    ``phases``: the stride phases that some tap reads; ``tap_phase``/``tap_offset``: for each
+    kernel tap (C-order over the kernel axes) its phase index and flat offset in the grid.
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_spatial: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: PadPairs
+    out_spatial: tuple[int, ...]
+    grid: tuple[int, ...]
+    phases: tuple[tuple[int, ...], ...]
+    tap_phase: tuple[int, ...]
+    tap_offset: tuple[int, ...]
+
+    @property
+    def grid_size(self) -> int:
+        """Flat length of the grid over batch and space: ``N * prod(G)``."""
+        return self.batch * prod(self.grid)
+
+    @property
+    def tail(self) -> int:
+        """Zeros after the grid so the largest tap offset never reads past the end."""
+        return max(self.tap_offset, default=0)
+
+
+def conv_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: PadPairs,
+    dilation: tuple[int, ...],
+    groups: int,
+) -> ConvGeometry:
+    """Geometry of ``conv(x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel))``."""
+    in_spatial, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, padding))
+    grid = tuple(ceil_div(p, s) for p, s in zip(padded, stride))
+    grid_strides = [prod(grid[i + 1:]) for i in range(len(grid))]
+    phase_ids: dict[tuple[int, ...], int] = {}
+    tap_phase, tap_offset = [], []
+    for tap in product(*(range(k) for k in kernel)):
+        reach = [t * d for t, d in zip(tap, dilation)]
+        phase = tuple(r % s for r, s in zip(reach, stride))
+        shift = sum((r // s) * gs for r, s, gs in zip(reach, stride, grid_strides))
+        tap_phase.append(phase_ids.setdefault(phase, len(phase_ids)))
+        tap_offset.append(shift)
+    return ConvGeometry(
+        batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,
+        in_spatial=in_spatial, kernel=kernel, stride=stride, dilation=dilation,
+        padding=padding, out_spatial=conv_output_shape(in_spatial, kernel, stride, padding,
+                                                       dilation),
+        grid=grid, phases=tuple(phase_ids), tap_phase=tuple(tap_phase),
+        tap_offset=tuple(tap_offset),
+    )
+
+
+def _phase_slices(geo: ConvGeometry, phase: tuple[int, ...]):
+    """For one stride phase: (grid slices, input slices) of the input samples it holds."""
+    grid_index, input_index = [], []
+    for n, (lo, _), s, r, g in zip(geo.in_spatial, geo.padding, geo.stride, phase, geo.grid):
+        # padded position u = g*s + r holds input position u - lo when 0 <= u - lo < n
+        first = max(ceil_div(lo - r, s), 0)
+        stop = min(ceil_div(n + lo - r, s), g)
+        count = max(stop - first, 0)
+        start_in = first * s + r - lo
+        grid_index.append(slice(first, first + count))
+        input_index.append(slice(start_in, start_in + (count - 1) * s + 1 if count else 0, s))
+    return tuple(grid_index), tuple(input_index)
+
+
+def to_grid(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """(N, C, *spatial) -> zero-padded phase grid (phases, C, N*prod(G) + tail), one copy."""
+    n_phases = len(geo.phases)
+    flat = np.zeros((n_phases, geo.in_channels, geo.grid_size + geo.tail), dtype=x.dtype)
+    x_cm = x.swapaxes(0, 1)  # (C, N, *spatial), a view
+    for index, phase in enumerate(geo.phases):
+        cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
+        grid_index, input_index = _phase_slices(geo, phase)
+        cube[(slice(None), slice(None), *grid_index)] = x_cm[(Ellipsis, *input_index)]
+    return flat
+
+
+def from_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Adjoint of :func:`to_grid`: phase grid -> (N, C, *spatial)."""
+    x_cm = np.empty((geo.in_channels, geo.batch, *geo.in_spatial), dtype=flat.dtype)
+    for index, phase in enumerate(geo.phases):
+        cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
+        grid_index, input_index = _phase_slices(geo, phase)
+        x_cm[(Ellipsis, *input_index)] = cube[(slice(None), slice(None), *grid_index)]
+    if len(geo.phases) < prod(geo.stride):
+        # Input samples in phases no tap reads get no gradient; mark them explicitly.
+        touched = np.zeros(geo.in_spatial, dtype=bool)
+        for phase in geo.phases:
+            touched[_phase_slices(geo, phase)[1]] = True
+        x_cm[..., ~touched] = 0
+    return np.ascontiguousarray(x_cm.swapaxes(0, 1))
+
+
+def grid_to_output(out_flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """(C_out, N*prod(G)) on the grid -> cropped (N, C_out, *out_spatial)."""
+    cube = out_flat.reshape(geo.out_channels, geo.batch, *geo.grid)
+    crop = tuple(slice(0, o) for o in geo.out_spatial)
+    return np.ascontiguousarray(cube[(slice(None), slice(None), *crop)].swapaxes(0, 1))
+
+
+def output_to_grid(gy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Adjoint of :func:`grid_to_output`: (N, C_out, *o) -> (C_out, N*prod(G)), zeros elsewhere.
+
+    ``gy`` may be smaller than ``out_spatial`` (transposed convolution with output padding).
+    """
+    flat = np.zeros((geo.out_channels, geo.grid_size), dtype=gy.dtype)
+    cube = flat.reshape(geo.out_channels, geo.batch, *geo.grid)
+    crop = tuple(slice(0, o) for o in gy.shape[2:])
+    cube[(slice(None), slice(None), *crop)] = gy.swapaxes(0, 1)
+    return flat
+
+
+def _chunk_length(geo: ConvGeometry, itemsize: int) -> int:
+    rows = len(geo.tap_offset) * geo.in_channels
+    return max(1, min(geo.grid_size, COLS_BUDGET_BYTES // max(rows * itemsize, 1)))
+
+
+def _weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
+    """(C_out, C_in/g, *kernel) -> (g, C_out/g, K*C_in/g), tap-major rows to match cols."""
+    c_out, c_in_g = w.shape[:2]
+    taps = prod(w.shape[2:])
+    wm = w.reshape(groups, c_out // groups, c_in_g, taps).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(wm.reshape(groups, c_out // groups, taps * c_in_g))
+
+
+def _fill_cols(cols: np.ndarray, grid: np.ndarray, geo: ConvGeometry, start: int) -> None:
+    """cols (g, K, C_in/g, L) <- grid (phases, g, C_in/g, :) shifted by each tap's offset."""
+    length = cols.shape[-1]
+    for tap, (phase, offset) in enumerate(zip(geo.tap_phase, geo.tap_offset)):
+        begin = start + offset
+        cols[:, tap] = grid[phase, :, :, begin : begin + length]
+
+
+def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o)."""
+    groups, taps = geo.groups, len(geo.tap_offset)
+    c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
+    grid = to_grid(x, geo).reshape(len(geo.phases), groups, c_in_g, -1)
+    wm = _weight_matrix(w, groups)
+    out = np.empty((groups, c_out_g, geo.grid_size), dtype=x.dtype)
+    chunk = _chunk_length(geo, x.itemsize)
+    cols = np.empty((groups, taps, c_in_g, chunk), dtype=x.dtype)
+    for start in range(0, geo.grid_size, chunk):
+        length = min(chunk, geo.grid_size - start)
+        view = cols[..., :length]
+        _fill_cols(view, grid, geo, start)
+        np.matmul(wm, view.reshape(groups, taps * c_in_g, length),
+                  out=out[:, :, start : start + length])
+    return grid_to_output(out.reshape(geo.out_channels, geo.grid_size), geo)
+
+
+def conv_backward(
+    x: np.ndarray | None,
+    w: np.ndarray,
+    gy: np.ndarray,
+    geo: ConvGeometry,
+    need_input: bool = True,
+    need_weight: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """VJPs of :func:`conv_forward`: (grad_x (N, C_in, *spatial), grad_w like w).
+
+    One pass over the chunks serves both: ``grad_w += gy_chunk @ cols.T`` and
+    ``grad_grid[tap shifts] += (W.T @ gy_chunk)[tap]`` (col2im). ``grad_x`` alone is the
+    transposed convolution of ``gy``; ``x`` may then be ``None``.
+    """
+    groups, taps = geo.groups, len(geo.tap_offset)
+    c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
+    dtype = gy.dtype
+    gy_grid = output_to_grid(gy, geo).reshape(groups, c_out_g, geo.grid_size)
+    wm = _weight_matrix(w, groups)
+    chunk = _chunk_length(geo, gy.itemsize)
+    grid = to_grid(x, geo).reshape(len(geo.phases), groups, c_in_g, -1) if need_weight else None
+    grad_grid = (np.zeros((len(geo.phases), groups, c_in_g, geo.grid_size + geo.tail), dtype)
+                 if need_input else None)
+    grad_wm = np.zeros_like(wm) if need_weight else None
+    cols = np.empty((groups, taps, c_in_g, chunk), dtype=dtype)
+    wm_t = wm.transpose(0, 2, 1)
+    for start in range(0, geo.grid_size, chunk):
+        length = min(chunk, geo.grid_size - start)
+        gy_chunk = gy_grid[:, :, start : start + length]
+        view = cols[..., :length]
+        flat_view = view.reshape(groups, taps * c_in_g, length)
+        if need_weight:
+            _fill_cols(view, grid, geo, start)
+            grad_wm += np.matmul(gy_chunk, flat_view.transpose(0, 2, 1))
+        if need_input:
+            np.matmul(wm_t, gy_chunk, out=flat_view)
+            for tap, (phase, offset) in enumerate(zip(geo.tap_phase, geo.tap_offset)):
+                begin = start + offset
+                grad_grid[phase, :, :, begin : begin + length] += view[:, tap]
+    grad_x = grad_w = None
+    if need_input:
+        grad_x = from_grid(grad_grid.reshape(len(geo.phases), geo.in_channels, -1), geo)
+    if need_weight:
+        c_in_g = geo.in_channels // groups
+        grad_w = (grad_wm.reshape(groups, c_out_g, taps, c_in_g).transpose(0, 1, 3, 2)
+                  .reshape(w.shape))
+        grad_w = np.ascontiguousarray(grad_w)
+    return grad_x, grad_w

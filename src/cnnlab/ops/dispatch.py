@@ -1,0 +1,44 @@
+"""Which algorithm computes a convolution: an explicit, testable cost model.
+
+``choose_conv_method`` returns a name; ``ALGORITHMS`` lists what may be forced. A new
+algorithm joins by adding its name here and a cost function beside the two below.
+
+Cost constants were fitted on the 2-core development machine by
+``python benchmarks/bench_conv.py --fit`` (see BENCHMARKS.md): the GEMM path sustains
+about ``GEMM_FLOPS_PER_S`` on its useful work plus one pass over the column buffer at
+``COPY_BYTES_PER_S``; the FFT path about ``FFT_FLOPS_PER_S`` on the flops counted by
+:func:`cnnlab.ops.fft.fft_flops`. The choice only has to be right where the two differ by a
+lot (a 5x5 kernel: GEMM; a 31x31 kernel or a 255-tap 1-D kernel: FFT).
+"""
+
+from __future__ import annotations
+
+from ._args import prod
+from .conv import ConvGeometry
+from .fft import fft_flops
+
+ALGORITHMS = ("auto", "gemm", "fft")
+
+GEMM_FLOPS_PER_S = 1.0e11
+COPY_BYTES_PER_S = 4.0e9
+FFT_FLOPS_PER_S = 1.5e10
+
+
+def gemm_seconds(geo: ConvGeometry, itemsize: int) -> float:
+    taps = prod(geo.kernel)
+    flops = 2.0 * geo.grid_size * geo.out_channels * taps * geo.in_channels / geo.groups
+    col_bytes = 2.0 * geo.grid_size * taps * geo.in_channels * itemsize
+    return flops / GEMM_FLOPS_PER_S + col_bytes / COPY_BYTES_PER_S
+
+
+def fft_seconds(geo: ConvGeometry) -> float:
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
+    flops = fft_flops(geo.batch, geo.in_channels, geo.out_channels, geo.groups, padded)
+    return flops / FFT_FLOPS_PER_S
+
+
+def choose_conv_method(geo: ConvGeometry, itemsize: int = 4) -> str:
+    """``'gemm'`` or ``'fft'``: whichever the cost model says is faster for this geometry."""
+    if geo.batch == 0 or geo.grid_size == 0:
+        return "gemm"
+    return "fft" if fft_seconds(geo) < gemm_seconds(geo, itemsize) else "gemm"
