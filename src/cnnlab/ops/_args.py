@@ -186,7 +186,8 @@ def receptive_field(layers: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
 
     Each layer is a dict with ``kernel``, ``stride``, ``padding``, ``dilation`` and optional
     ``transposed``. ``start`` is the centre of the first output's field in input coordinates.
-    For a transposed layer the jump divides by the stride.
+    For a transposed layer the jump divides by the stride and the size is the largest over
+    output phases.
     """
     size, jump, start = 1.0, 1.0, 0.5
     result = []
@@ -194,10 +195,10 @@ def receptive_field(layers: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         k = layer["dilation"] * (layer["kernel"] - 1) + 1
         s, p = layer["stride"], layer["padding"]
         if layer.get("transposed", False):
-            jump_next = jump / s
-            size = size + (k - 1) * jump_next
-            start = start + (p - (k - 1) / 2) * jump_next
-            jump = jump_next
+            # Zero-insertion view: an output sees at most ceil(k / s) inputs of the layer.
+            size = size + (ceil_div(k, s) - 1) * jump
+            jump = jump / s
+            start = start + (p - (k - 1) / 2) * jump
         else:
             size = size + (k - 1) * jump
             start = start + ((k - 1) / 2 - p) * jump

@@ -182,8 +182,52 @@ def _fill_cols(cols: np.ndarray, grid: np.ndarray, geo: ConvGeometry, start: int
         cols[:, tap] = grid[phase, :, :, begin : begin + length]
 
 
+def is_pointwise(geo: ConvGeometry) -> bool:
+    """A 1x1 (x1...) kernel with no padding: a matrix product per image, no columns needed."""
+    return all(k == 1 for k in geo.kernel) and all(p == (0, 0) for p in geo.padding)
+
+
+def _pointwise_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """(N, C_in, *spatial) -> (N, g, C_in/g, prod(out)): the samples a 1x1 kernel reads."""
+    kept = x[(Ellipsis, *(slice(0, (o - 1) * s + 1, s)
+                          for o, s in zip(geo.out_spatial, geo.stride)))]
+    return kept.reshape(geo.batch, geo.groups, geo.in_channels // geo.groups, -1)
+
+
+def _pointwise_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    # y[n] = W (C_out, C_in) @ x[n] (C_in, H*W): NCHW in, NCHW out, no transposes.
+    wm = w.reshape(geo.groups, geo.out_channels // geo.groups, -1)
+    y = np.matmul(wm, _pointwise_input(x, geo))
+    return y.reshape(geo.batch, geo.out_channels, *geo.out_spatial)
+
+
+def _pointwise_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray,
+                        geo: ConvGeometry, need_input: bool, need_weight: bool
+                        ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    groups, c_out_g = geo.groups, geo.out_channels // geo.groups
+    wm = w.reshape(groups, c_out_g, -1)
+    gy_m = gy.reshape(geo.batch, groups, c_out_g, -1)
+    grad_x = grad_w = None
+    if need_input:
+        gx_m = np.matmul(wm.transpose(0, 2, 1), gy_m)  # (N, g, C_in/g, prod(out))
+        if all(s == 1 for s in geo.stride):
+            grad_x = gx_m.reshape(geo.batch, geo.in_channels, *geo.in_spatial)
+        else:
+            grad_x = np.zeros((geo.batch, geo.in_channels, *geo.in_spatial), gy.dtype)
+            kept = tuple(slice(0, (o - 1) * s + 1, s)
+                         for o, s in zip(geo.out_spatial, geo.stride))
+            grad_x[(Ellipsis, *kept)] = gx_m.reshape(geo.batch, geo.in_channels,
+                                                     *geo.out_spatial)
+    if need_weight:
+        x_m = _pointwise_input(x, geo)
+        grad_w = np.matmul(gy_m, x_m.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+    return grad_x, grad_w
+
+
 def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o)."""
+    if is_pointwise(geo):
+        return _pointwise_forward(x, w, geo)
     groups, taps = geo.groups, len(geo.tap_offset)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     grid = to_grid(x, geo).reshape(len(geo.phases), groups, c_in_g, -1)
@@ -214,6 +258,8 @@ def conv_backward(
     ``grad_grid[tap shifts] += (W.T @ gy_chunk)[tap]`` (col2im). ``grad_x`` alone is the
     transposed convolution of ``gy``; ``x`` may then be ``None``.
     """
+    if is_pointwise(geo):
+        return _pointwise_backward(x, w, gy, geo, need_input, need_weight)
     groups, taps = geo.groups, len(geo.tap_offset)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     dtype = gy.dtype
