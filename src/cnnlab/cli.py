@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -129,6 +130,103 @@ def run_arith(args: argparse.Namespace) -> None:
           "outputs; start: centre of the first output's field (pixel centres at 0.5, 1.5, …).")
 
 
+def _train_config(args: argparse.Namespace):
+    from .train import default_config
+
+    return default_config(
+        args.data, args.model, epochs=args.epochs, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, augment_shift=args.augment_shift,
+        checkpoint_dir=args.checkpoint, resume=args.resume or None,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .train import Trainer, write_metrics
+
+    config = _train_config(args)
+    if config.resume and config.checkpoint_dir is None:
+        raise ValueError("train: --resume needs --checkpoint DIR")
+    result = Trainer(config).run()
+    m = result.metrics
+    print(f"{m['model']} on {m['data']}: test accuracy {m['test_accuracy']:.4f}, "
+          f"test loss {m['test_loss']:.4f}, {m['params']:,} parameters, "
+          f"{m['steps']} steps in {m['train_seconds']:.1f} s")
+    if args.metrics_out:
+        write_metrics(args.metrics_out, m)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from .train import evaluate, load_checkpoint
+    from .train.checkpoint import CheckpointError, split_prefix
+    from .train.loop import Trainer
+    from .train.recipes import TrainConfig
+
+    path = Path(args.checkpoint)
+    path = path / "checkpoint.safetensors" if path.is_dir() else path
+    arrays, metadata = load_checkpoint(path)
+    config = TrainConfig(**{**metadata["config"], "progress": False, "resume": False,
+                            "checkpoint_dir": None})
+    trainer = Trainer(config)
+    try:
+        trainer.model.load_state_dict(split_prefix(arrays, "model"))
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"eval: {path} does not fit {config.model}: {error}") from None
+    loss, accuracy = evaluate(trainer.model, trainer.x_test, trainer.y_test)
+    print(f"{config.model} on {config.data} (step {metadata['step']}): test accuracy "
+          f"{accuracy:.4f}, test loss {loss:.4f}")
+
+
+def run_models(args: argparse.Namespace) -> None:
+    from .models import MODELS
+
+    print(f"{'model':<14} {'task':<9} description")
+    for name, info in MODELS.items():
+        print(f"{name:<14} {info.task:<9} {info.description}")
+    print("\n`--model cnn` means the dataset's standard CNN: mnist1d -> mnist1d-cnn, "
+          "digits -> digits-cnn, mnist5k -> lenet5.")
+
+
+def run_datasets(args: argparse.Namespace) -> None:
+    from .data import available_datasets
+
+    print(f"{'dataset':<9} {'offline':<8} description")
+    for name, description, ready, missing in available_datasets():
+        status = "yes" if ready else "no"
+        extra = "" if ready else f"  (needs {missing})"
+        print(f"{name:<9} {status:<8} {description}{extra}")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo as demo
+
+    demo(report_dir=args.report, seed=args.seed, quick=args.quick,
+         progress=not args.no_progress)
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="dataset name (see `cnnlab datasets`)")
+    parser.add_argument("--model", required=True,
+                        help="model name (see `cnnlab models`); `cnn`/`mlp` resolve to the "
+                             "dataset's standard CNN / MLP")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="passes over the training set")
+    length.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
+    parser.add_argument("--batch-size", type=int, help="mini-batch size")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="optimizer")
+    parser.add_argument("--weight-decay", type=float, help="weight decay")
+    parser.add_argument("--augment-shift", type=int,
+                        help="random translation of training inputs by up to this many pixels")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --checkpoint DIR")
+    parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnlab", description="Convolutional neural networks from first principles.")
@@ -147,19 +245,42 @@ def build_parser() -> argparse.ArgumentParser:
     arith.add_argument("--input-size", default="32",
                        help="input spatial size, one int per axis, comma separated "
                             "(default 32)")
+    train = sub.add_parser("train", help="train a model on a dataset",
+                           description="Train a model; each dataset/model pair has a default "
+                                       "recipe, e.g. `cnnlab train --data mnist1d --model cnn`.")
+    _add_train_options(train)
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test set",
+                              description="Evaluate a checkpoint written by `cnnlab train`.")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="checkpoint file or directory")
+    sub.add_parser("models", help="list the models", description="List the models.")
+    sub.add_parser("datasets", help="list the datasets and whether they work offline",
+                   description="List the built-in datasets, offline availability and extras.")
+    demo = sub.add_parser(
+        "demo", help="train a CNN against an MLP and show why the CNN wins",
+        description="Train an MLP and a CNN on MNIST-1D and on the MNIST 5k subset, print "
+                    "a table and write a report folder with learning curves and filters.")
+    demo.add_argument("--report", default="cnnlab-report", metavar="DIR",
+                      help="report folder (default ./cnnlab-report)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--quick", action="store_true", help="fewer steps (a smoke test)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": run_train,
+            "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "example":
-            run_example()
-        elif args.command == "arith":
-            run_arith(args)
-    except (ValueError, TypeError) as error:
-        print(f"cnnlab: error: {error}", file=sys.stderr)
+        COMMANDS[args.command](args)
+    except (ValueError, TypeError, RuntimeError, ImportError, OSError) as error:
+        # One line naming the problem; a failed run never overwrites a good checkpoint.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -174,6 +174,22 @@ def _weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wm.reshape(groups, c_out // groups, taps * c_in_g))
 
 
+def _cols_buffers(geo: ConvGeometry, dtype: np.dtype, chunk: int):
+    """One flat buffer; each chunk views its first ``rows*length`` items as (g, K, C/g, L).
+
+    Viewing a prefix (not slicing the last axis) keeps every chunk's view contiguous, so
+    reshapes never copy and ``matmul(out=...)`` writes into the buffer itself.
+    """
+    groups, taps = geo.groups, len(geo.tap_offset)
+    c_in_g = geo.in_channels // groups
+    buffer = np.empty(groups * taps * c_in_g * chunk, dtype=dtype)
+
+    def view(length: int) -> np.ndarray:
+        return buffer[: groups * taps * c_in_g * length].reshape(groups, taps, c_in_g, length)
+
+    return view
+
+
 def _fill_cols(cols: np.ndarray, grid: np.ndarray, geo: ConvGeometry, start: int) -> None:
     """cols (g, K, C_in/g, L) <- grid (phases, g, C_in/g, :) shifted by each tap's offset."""
     length = cols.shape[-1]
@@ -234,10 +250,10 @@ def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     wm = _weight_matrix(w, groups)
     out = np.empty((groups, c_out_g, geo.grid_size), dtype=x.dtype)
     chunk = _chunk_length(geo, x.itemsize)
-    cols = np.empty((groups, taps, c_in_g, chunk), dtype=x.dtype)
+    cols = _cols_buffers(geo, x.dtype, chunk)
     for start in range(0, geo.grid_size, chunk):
         length = min(chunk, geo.grid_size - start)
-        view = cols[..., :length]
+        view = cols(length)
         _fill_cols(view, grid, geo, start)
         np.matmul(wm, view.reshape(groups, taps * c_in_g, length),
                   out=out[:, :, start : start + length])
@@ -270,12 +286,12 @@ def conv_backward(
     grad_grid = (np.zeros((len(geo.phases), groups, c_in_g, geo.grid_size + geo.tail), dtype)
                  if need_input else None)
     grad_wm = np.zeros_like(wm) if need_weight else None
-    cols = np.empty((groups, taps, c_in_g, chunk), dtype=dtype)
+    cols = _cols_buffers(geo, dtype, chunk)
     wm_t = wm.transpose(0, 2, 1)
     for start in range(0, geo.grid_size, chunk):
         length = min(chunk, geo.grid_size - start)
         gy_chunk = gy_grid[:, :, start : start + length]
-        view = cols[..., :length]
+        view = cols(length)
         flat_view = view.reshape(groups, taps * c_in_g, length)
         if need_weight:
             _fill_cols(view, grid, geo, start)

@@ -1,0 +1,135 @@
+"""``cnnlab demo``: an MLP against a CNN on MNIST-1D and on MNIST 5k, and why the CNN wins.
+
+The CNN's prior (small local filters shared across positions: sparse interactions and
+weight sharing, the lecture's "CNN vs. MLP" slide) gives it fewer parameters and better
+test accuracy; accuracy on randomly shifted test inputs shows how much of the translation
+prior each model has. The report folder holds the learning curves, the first layer's
+filters and a Markdown/HTML summary.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .autograd import Tensor, no_grad
+from .data import load_dataset
+from .data.transforms import translate
+from .train import Trainer, default_config
+from .train.checkpoint import atomic_write_bytes
+
+# (dataset, models, largest test shift in pixels/samples)
+DEMO_RUNS = (("mnist1d", ("mlp", "cnn"), 4), ("mnist5k", ("mlp", "cnn"), 3))
+
+
+def shifted_accuracy(model: Any, x: np.ndarray, y: np.ndarray, max_shift: int,
+                     rng: np.random.Generator) -> float:
+    """Accuracy on ``x`` translated by random integer shifts in ``[-max_shift, max_shift]``
+    per spatial axis, zero fill (the lecture's translation operator T_v)."""
+    shifts = rng.integers(-max_shift, max_shift, size=(len(x), x.ndim - 2), endpoint=True)
+    moved = translate(x, shifts)
+    model.eval()
+    with no_grad():
+        logits = np.concatenate([model(Tensor(moved[i:i + 1000])).data
+                                 for i in range(0, len(moved), 1000)])
+    return float((logits.argmax(axis=1) == y).mean())
+
+
+def _first_conv_weight(model: Any) -> np.ndarray | None:
+    for name, value in model.state_dict().items():
+        if name.endswith("weight") and value.ndim >= 3:
+            return value
+    return None
+
+
+def run_demo(report_dir: str | Path = "cnnlab-report", seed: int = 0, quick: bool = False,
+             progress: bool = True, runs: Sequence[tuple[str, Sequence[str], int]] = DEMO_RUNS
+             ) -> list[dict[str, Any]]:
+    """Train every (dataset, model) pair of ``runs``, print a table, write the report."""
+    from .viz.figures import plot_filters, plot_learning_curves
+
+    report = Path(report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for data, models, max_shift in runs:
+        splits = load_dataset(data)
+        histories = {}
+        for model_name in models:
+            overrides: dict[str, Any] = {"seed": seed, "progress": progress}
+            if quick:
+                overrides.update(steps=300, eval_every=100)
+            config = default_config(data, model_name, **overrides)
+            trainer = Trainer(config, datasets=splits)
+            result = trainer.run()
+            metrics = result.metrics
+            shifted = shifted_accuracy(result.model, trainer.x_test, trainer.y_test,
+                                       max_shift, np.random.default_rng(seed))
+            label = f"{model_name} ({config.model})"
+            histories[label] = result.history
+            rows.append({"data": data, "model": config.model, "kind": model_name,
+                         "params": metrics["params"],
+                         "test_accuracy": metrics["test_accuracy"],
+                         "shifted_accuracy": shifted, "max_shift": max_shift,
+                         "train_seconds": metrics["train_seconds"],
+                         "steps": metrics["steps"]})
+            weight = _first_conv_weight(result.model)
+            if weight is not None:
+                plot_filters(weight, report / f"filters_{data}_{config.model}.png",
+                             f"First-layer filters of {config.model} on {data}")
+        plot_learning_curves(histories, report / f"curves_{data}.png",
+                             f"MLP vs CNN on {data}")
+    table = format_table(rows)
+    print(table)
+    _write_report(report, rows, table)
+    print(f"\nReport written to {report.resolve()}/index.html")
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = (f"{'dataset':<8} {'model':<12} {'params':>8} {'test acc':>9} "
+              f"{'shifted acc':>12} {'train s':>8}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['data']:<8} {r['model']:<12} {r['params']:>8,} "
+                     f"{100 * r['test_accuracy']:>8.1f}% "
+                     f"{100 * r['shifted_accuracy']:>7.1f}% (±{r['max_shift']}) "
+                     f"{r['train_seconds']:>7.1f}")
+    lines.append("")
+    lines.append("shifted acc: test inputs moved by a random shift of up to ±N samples/pixels "
+                 "(zero fill).")
+    lines.append("The CNN shares small local filters across positions (sparse interactions, "
+                 "weight sharing): fewer parameters, a translation prior, higher accuracy.")
+    return "\n".join(lines)
+
+
+def _write_report(report: Path, rows: Sequence[dict[str, Any]], table: str) -> None:
+    images = sorted(p.name for p in report.glob("*.png"))
+    body = [
+        "<!doctype html><meta charset='utf-8'><title>cnnlab demo</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ccc;"
+        "text-align:right}img{max-width:100%}</style>",
+        "<h1>Why the CNN beats the MLP</h1>",
+        "<p>Each model trained with the default recipe (<code>cnnlab train</code>). "
+        "<em>Shifted accuracy</em>: test inputs translated by a random shift (zero fill).</p>",
+        "<table><tr><th>dataset</th><th>model</th><th>parameters</th><th>test accuracy</th>"
+        "<th>shifted accuracy</th><th>training seconds</th></tr>",
+    ]
+    for r in rows:
+        body.append(
+            f"<tr><td>{html.escape(r['data'])}</td><td>{html.escape(r['model'])}</td>"
+            f"<td>{r['params']:,}</td><td>{100 * r['test_accuracy']:.1f}%</td>"
+            f"<td>{100 * r['shifted_accuracy']:.1f}% (±{r['max_shift']})</td>"
+            f"<td>{r['train_seconds']:.1f}</td></tr>")
+    body.append("</table>")
+    for name in images:
+        body.append(f"<h2>{html.escape(name[:-4].replace('_', ' '))}</h2>"
+                    f"<img src='{html.escape(name)}' alt='{html.escape(name)}'>")
+    atomic_write_bytes(report / "index.html", "\n".join(body).encode())
+    atomic_write_bytes(report / "summary.txt", (table + "\n").encode())
+    atomic_write_bytes(report / "results.json", json.dumps(list(rows), indent=2).encode())

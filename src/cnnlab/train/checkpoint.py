@@ -1,0 +1,93 @@
+"""Checkpoints: safetensors files written atomically, read without executing code.
+
+A checkpoint holds named float/int arrays (model weights under ``model.``, optimizer state
+under ``optim.``) and a JSON metadata record (schema version, config, architecture, step,
+data-order and random-generator states). Writing goes to a temporary file in the same
+directory, is flushed and fsynced, then renamed over the target: a crash leaves either the
+old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "cnnlab.checkpoint/1"
+METADATA_KEY = "cnnlab"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, another schema, or another architecture."""
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file + fsync + rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                    dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_checkpoint(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
+                    metadata: dict[str, Any]) -> Path:
+    """Save ``arrays`` and JSON-serialisable ``metadata`` as one safetensors file."""
+    from safetensors.numpy import save
+
+    record = json.dumps({"schema": SCHEMA, **metadata}, sort_keys=True)
+    contiguous = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+    return atomic_write_bytes(path, save(contiguous, metadata={METADATA_KEY: record}))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray],
+                                                           dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: (arrays, metadata).
+
+    Raises :class:`CheckpointError` naming the file for anything that is not one.
+    """
+    from safetensors import safe_open
+
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"load_checkpoint: no checkpoint file at {source}")
+    try:
+        with safe_open(str(source), framework="numpy") as file:
+            header = file.metadata() or {}
+            arrays = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"load_checkpoint: {source} is not a readable safetensors checkpoint "
+            f"({type(error).__name__}: {error})") from None
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(
+            f"load_checkpoint: {source} has no cnnlab metadata record") from None
+    if metadata.get("schema") != SCHEMA:
+        raise CheckpointError(f"load_checkpoint: {source} has schema "
+                              f"{metadata.get('schema')!r}, expected {SCHEMA!r}")
+    return arrays, metadata
+
+
+def split_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose names start with ``prefix + '.'``, with the prefix removed."""
+    head = prefix + "."
+    return {name[len(head):]: value for name, value in arrays.items() if name.startswith(head)}
+
+
+def with_prefix(arrays: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{name}": np.asarray(value) for name, value in arrays.items()}

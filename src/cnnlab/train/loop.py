@@ -1,0 +1,298 @@
+"""The training loop: reads top to bottom, deterministic, resumable to the exact weights.
+
+One ``np.random.Generator`` seeded from ``config.seed`` spawns independent streams for
+initialisation, data order and augmentation, so the same seed gives the same final
+weights. A checkpoint (``checkpoint.safetensors`` in ``config.checkpoint_dir``) holds the
+model, optimizer, data-order and generator states and the step counter; it is written
+atomically after every epoch and every ``checkpoint_every`` steps, and ``resume`` continues
+from it to exactly the weights an uninterrupted run reaches. A non-finite loss stops the
+run with :class:`TrainingDiverged` and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .. import nn
+from ..autograd import Tensor, no_grad
+from ..data import ArrayDataset, DataLoader, load_dataset
+from ..data.transforms import RandomTranslate
+from ..models import MODELS, build_model
+from ..optim import SGD, Adam, AdamW
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_checkpoint,
+    save_checkpoint,
+    split_prefix,
+    with_prefix,
+)
+from .recipes import TrainConfig
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model, the final metrics and the learning curve."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.data.size for p in model.parameters()))
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+             ) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``x: (N, C, *spatial)``, ``y: (N,)``."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(Tensor(x[start:start + batch_size])).data
+            target = y[start:start + batch_size]
+            total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(axis=1) == target).sum())
+    model.train(was_training)
+    return total_loss / max(len(x), 1), correct / max(len(x), 1)
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module):
+    params = list(model.parameters())
+    if config.optimizer == "sgd":
+        return SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (ndim >= 1) go to the tensor file; scalars and dicts to JSON metadata."""
+    arrays, plain = {}, {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            arrays[key] = value
+        else:
+            plain[key] = _jsonable(value)
+    return arrays, plain
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _merge_state(arrays: dict[str, np.ndarray], plain: dict[str, Any]) -> dict[str, Any]:
+    return {**plain, **arrays}
+
+
+def _resampled(dataset: ArrayDataset, size: tuple[int, ...]) -> ArrayDataset:
+    """Area-resample images to ``size`` (e.g. 28x28 MNIST to LeCun 1989's 16x16)."""
+    pool = F.adaptive_avg_pool1d if len(size) == 1 else F.adaptive_avg_pool2d
+    return ArrayDataset(pool(dataset.x, size), dataset.y)
+
+
+class Trainer:
+    """Builds data, model and optimizer from a :class:`TrainConfig` and runs the loop."""
+
+    def __init__(self, config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> None:
+        config.validate()
+        self.config = config
+        root = np.random.default_rng(config.seed)
+        init_rng, data_rng, augment_rng = root.spawn(3)
+        train, test = datasets if datasets is not None else load_dataset(config.data)
+        required = MODELS[config.model].input_size if config.model in MODELS else None
+        if required and tuple(train.x.shape[2:]) != required:
+            train, test = _resampled(train, required), _resampled(test, required)
+        self.train_set, self.test_set = train, test
+        self.x_test, self.y_test = test.x, test.y
+        self.num_classes = int(max(train.y.max(), test.y.max()) + 1)
+        self.input_shape = tuple(train.x.shape[1:])
+        self.model = build_model(config.model, init_rng, self.input_shape, self.num_classes)
+        transform = (RandomTranslate(config.augment_shift, rng=augment_rng)
+                     if config.augment_shift else None)
+        self.loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
+                                 drop_last=False, rng=data_rng, transform=transform)
+        self.optimizer = _make_optimizer(config, self.model)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        if self.config.checkpoint_dir is None:
+            return None
+        return Path(self.config.checkpoint_dir) / CHECKPOINT_NAME
+
+    def save(self) -> None:
+        path = self.checkpoint_path
+        if path is None:
+            return
+        optim_arrays, optim_plain = _split_state(self.optimizer.state_dict())
+        loader_arrays, loader_plain = _split_state(self.loader.state_dict())
+        arrays = {**with_prefix(self.model.state_dict(), "model"),
+                  **with_prefix(optim_arrays, "optim"), **with_prefix(loader_arrays, "data")}
+        metadata = {
+            "config": asdict(self.config), "model": self.config.model,
+            "data": self.config.data, "step": self.step, "history": self.history,
+            "train_seconds": self.train_seconds, "optim": optim_plain, "loader": loader_plain,
+        }
+        save_checkpoint(path, arrays, metadata)
+
+    def restore(self) -> bool:
+        """Load the checkpoint if there is one; False when there is none yet."""
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        arrays, metadata = load_checkpoint(path)
+        for key in ("model", "data"):
+            if metadata.get(key) != getattr(self.config, key):
+                raise CheckpointError(
+                    f"resume: {path} is a checkpoint of {key} {metadata.get(key)!r}, "
+                    f"not {getattr(self.config, key)!r}")
+        try:
+            self.model.load_state_dict(split_prefix(arrays, "model"))
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"resume: {path} does not fit this architecture: {error}"
+                                  ) from None
+        self.optimizer.load_state_dict(_merge_state(split_prefix(arrays, "optim"),
+                                                    metadata["optim"]))
+        self.loader.load_state_dict(_merge_state(split_prefix(arrays, "data"),
+                                                 metadata["loader"]))
+        self.step = int(metadata["step"])
+        self.history = list(metadata["history"])
+        self.train_seconds = float(metadata["train_seconds"])
+        return True
+
+    # -- the loop -------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        if self.config.steps is not None:
+            return self.config.steps
+        return self.config.epochs * len(self.loader)
+
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        logits = self.model(Tensor(xb))
+        loss = F.cross_entropy(logits, yb)
+        value = float(loss.data)
+        if not math.isfinite(value):
+            kept = (f"; the last good checkpoint ({self.checkpoint_path}) was kept"
+                    if self.checkpoint_path and self.checkpoint_path.exists() else "")
+            raise TrainingDiverged(
+                f"train: loss became {value} at step {self.step + 1} (try a smaller --lr)"
+                f"{kept}")
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    def _record(self, train_loss: float) -> None:
+        test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)
+        self.history.append({"step": self.step, "epoch": self.loader.epoch,
+                             "train_loss": train_loss, "test_loss": test_loss,
+                             "test_accuracy": test_accuracy})
+
+    def run(self) -> TrainResult:
+        """Train to ``total_steps`` (continuing from the checkpoint when resuming)."""
+        if self.config.resume:
+            self.restore()
+        config, total = self.config, self.total_steps
+        progress = _progress(total, self.step, config.progress, f"{config.model}/{config.data}")
+        running, count = 0.0, 0
+        self.model.train()
+        try:
+            while self.step < total:
+                started = time.perf_counter()
+                for xb, yb in self.loader:
+                    running += self._train_step(xb, yb)
+                    count += 1
+                    self.step += 1
+                    progress.update(1)
+                    at_eval = config.eval_every and self.step % config.eval_every == 0
+                    done = self.step >= total
+                    if at_eval or done:
+                        self.train_seconds += time.perf_counter() - started
+                        self._record(running / max(count, 1))
+                        progress.set_postfix(loss=f"{running / max(count, 1):.3f}",
+                                             acc=f"{self.history[-1]['test_accuracy']:.3f}")
+                        running, count = 0.0, 0
+                        started = time.perf_counter()
+                    if done or self.step % config.checkpoint_every == 0:
+                        self.save()
+                    if done:
+                        break
+                self.train_seconds += time.perf_counter() - started
+                if self.step < total or config.epochs is not None:
+                    if not config.eval_every and count:
+                        self._record(running / count)
+                        running, count = 0.0, 0
+                    self.save()  # at least every epoch
+        finally:
+            progress.close()
+        return TrainResult(self.model, self.metrics(), self.history)
+
+    def metrics(self) -> dict[str, Any]:
+        test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)
+        return {
+            "data": self.config.data, "model": self.config.model,
+            "test_accuracy": test_accuracy, "test_loss": test_loss,
+            "params": count_parameters(self.model), "train_seconds": self.train_seconds,
+            "steps": self.step, "epochs": self.step / max(len(self.loader), 1),
+            "seed": self.config.seed, "history": self.history,
+            "config": asdict(self.config),
+        }
+
+
+class _NoProgress:
+    def update(self, n: int) -> None: ...
+
+    def set_postfix(self, **kwargs: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool, label: str):
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False,
+                dynamic_ncols=True)
+
+
+def train(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> TrainResult:
+    """Run one training job described by ``config``."""
+    return Trainer(config, datasets).run()
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics`` as JSON, atomically."""
+    atomic_write_bytes(path, json.dumps(_jsonable(metrics), indent=2).encode())
