@@ -13,6 +13,8 @@ lot (a 5x5 kernel: GEMM; a 31x31 kernel or a 255-tap 1-D kernel: FFT).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ._args import prod
 from .conv import ConvGeometry
 from .fft import fft_flops
@@ -37,6 +39,7 @@ def fft_seconds(geo: ConvGeometry) -> float:
     return flops / FFT_FLOPS_PER_S
 
 
+@lru_cache(maxsize=512)
 def choose_conv_method(geo: ConvGeometry, itemsize: int = 4) -> str:
     """``'gemm'`` or ``'fft'``: whichever the cost model says is faster for this geometry."""
     if geo.batch == 0 or geo.grid_size == 0:
