@@ -22,6 +22,7 @@ scattered back through the same offsets (col2im), which is also the transposed c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import product
 
 import numpy as np
@@ -69,6 +70,7 @@ class ConvGeometry:
         return max(self.tap_offset, default=0)
 
 
+@lru_cache(maxsize=512)
 def conv_geometry(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
@@ -77,7 +79,10 @@ def conv_geometry(
     dilation: tuple[int, ...],
     groups: int,
 ) -> ConvGeometry:
-    """Geometry of ``conv(x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel))``."""
+    """Geometry of ``conv(x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel))``.
+
+    Cached: a training loop asks for the same few geometries at every step.
+    """
     in_spatial, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, padding))
     grid = tuple(ceil_div(p, s) for p, s in zip(padded, stride))
