@@ -60,7 +60,7 @@ def _ungrouped(spec: np.ndarray) -> np.ndarray:
 
 def _signal(spec: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """(F, B, C) half spectrum -> (B, C, *shape) real."""
-    f, b, c = spec.shape
+    _, b, c = spec.shape
     half = (*shape[:-1], shape[-1] // 2 + 1)
     cube = spec.transpose(1, 2, 0).reshape(b, c, *half)
     axes = tuple(range(2, 2 + len(shape)))

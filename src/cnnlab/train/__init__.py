@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .loop import (
     Trainer,
-    TrainingDiverged,
+    TrainingDivergedError,
     TrainResult,
     count_parameters,
     evaluate,
@@ -19,7 +19,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "TrainingDiverged",
+    "TrainingDivergedError",
     "count_parameters",
     "default_config",
     "evaluate",

@@ -67,7 +67,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     try:
         with safe_open(str(source), framework="numpy") as file:
             header = file.metadata() or {}
-            arrays = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+            arrays = {name: file.get_tensor(name) for name in file.keys()}
     except Exception as error:  # safetensors raises its own error types for bad headers
         raise CheckpointError(
             f"load_checkpoint: {source} is not a readable safetensors checkpoint "

@@ -6,7 +6,7 @@ weights. A checkpoint (``checkpoint.safetensors`` in ``config.checkpoint_dir``) 
 model, optimizer, data-order and generator states and the step counter; it is written
 atomically after every epoch and every ``checkpoint_every`` steps, and ``resume`` continues
 from it to exactly the weights an uninterrupted run reaches. A non-finite loss stops the
-run with :class:`TrainingDiverged` and leaves the last good checkpoint in place.
+run with :class:`TrainingDivergedError` and leaves the last good checkpoint in place.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .recipes import TrainConfig
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -204,7 +204,7 @@ class Trainer:
         if not math.isfinite(value):
             kept = (f"; the last good checkpoint ({self.checkpoint_path}) was kept"
                     if self.checkpoint_path and self.checkpoint_path.exists() else "")
-            raise TrainingDiverged(
+            raise TrainingDivergedError(
                 f"train: loss became {value} at step {self.step + 1} (try a smaller --lr)"
                 f"{kept}")
         self.optimizer.zero_grad()

@@ -1,0 +1,405 @@
+"""cnnlab.signal against scipy.signal, plus the lecture's claims about convolution.
+
+Oracle: every public function is run beside its ``scipy.signal`` namesake on random 1-D,
+2-D and 3-D shapes (kernels larger than the input included, odd and even sizes) through
+:func:`check_scipy`, which also demands the same error when SciPy refuses the inputs.
+Then the lecture: commutativity, linearity, exact circular shift-equivariance and the worked
+correlation example; then the method chooser and the error messages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.fft as sfft
+import scipy.signal as ss
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import lambertw
+
+from _check import assert_close
+from cnnlab import signal as cs
+
+MODES = ["full", "same", "valid"]
+DTYPES = ["float64", "float32", "int64", "complex128"]
+# (atol relative to the oracle's magnitude, rtol) by result kind; integers must be exact.
+TOLERANCES = {"float32": (2e-5, 2e-4), "complex64": (2e-5, 2e-4)}
+DEFAULT_TOLERANCE = (1e-10, 1e-9)
+
+
+def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Small integers for integer dtypes (exact sums), standard normals otherwise."""
+    if dtype.startswith(("int", "uint")):
+        return rng.integers(-9 if dtype.startswith("int") else 0, 10, shape).astype(dtype)
+    if dtype.startswith("complex"):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def check_scipy(ours, theirs, *args, **kwargs) -> np.ndarray | None:
+    """Same shape, dtype and values as SciPy, or the same ValueError when SciPy refuses."""
+    try:
+        expected = theirs(*args, **kwargs)
+    except ValueError:
+        with pytest.raises(ValueError, match=ours.__name__):
+            ours(*args, **kwargs)
+        return None
+    got = ours(*args, **kwargs)
+    assert got.shape == expected.shape, f"shape {got.shape} != {expected.shape}"
+    assert got.dtype == expected.dtype, f"dtype {got.dtype} != {expected.dtype}"
+    if expected.dtype.kind in "biu":
+        np.testing.assert_array_equal(got, expected)
+    else:
+        atol, rtol = TOLERANCES.get(str(expected.dtype), DEFAULT_TOLERANCE)
+        assert_close(got, expected, atol, rtol, ours.__name__)
+    return got
+
+
+@st.composite
+def shape_pairs(draw, ndims=(1, 2, 3), max_size=7):
+    """Two shapes of one random ndim; either may be the larger in any dimension."""
+    ndim = draw(st.sampled_from(ndims))
+    sizes = st.integers(1, max_size)
+    shape1 = tuple(draw(st.lists(sizes, min_size=ndim, max_size=ndim)))
+    shape2 = tuple(draw(st.lists(sizes, min_size=ndim, max_size=ndim)))
+    return shape1, shape2
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# --- oracle: scipy.signal --------------------------------------------------------------------
+
+@settings(max_examples=250, deadline=None)
+@given(shapes=shape_pairs(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
+       method=st.sampled_from(["auto", "direct", "fft"]), seed=seeds)
+def test_convolve_and_correlate_match_scipy(shapes, dtype, mode, method, seed):
+    rng = np.random.default_rng(seed)
+    in1, in2 = (random_array(rng, s, dtype) for s in shapes)
+    check_scipy(cs.convolve, ss.convolve, in1, in2, mode=mode, method=method)
+    check_scipy(cs.correlate, ss.correlate, in1, in2, mode=mode, method=method)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=shape_pairs(ndims=(1, 2)), mode=st.sampled_from(MODES),
+       dtypes=st.sampled_from([("int8", "int8"), ("uint8", "int8"), ("int32", "bool"),
+                               ("int16", "float32")]), seed=seeds)
+def test_direct_mixed_and_integer_dtypes_match_scipy_exactly(shapes, mode, dtypes, seed):
+    rng = np.random.default_rng(seed)
+    in1, in2 = (random_array(rng, s, d) if d != "bool" else rng.random(s) < 0.5
+                for s, d in zip(shapes, dtypes, strict=True))
+    check_scipy(cs.convolve, ss.convolve, in1, in2, mode=mode, method="direct")
+    check_scipy(cs.correlate, ss.correlate, in1, in2, mode=mode, method="direct")
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes=shape_pairs(ndims=(1, 2)), mode=st.sampled_from(["full", "same"]), seed=seeds)
+def test_boolean_convolution_is_logical(shapes, mode, seed):
+    """bool * bool -> bool, True where some pair of Trues overlaps (np.convolve's rule).
+
+    SciPy's N-D direct kernel has no bool loop, so the oracle runs on uint8 and tests != 0.
+    """
+    rng = np.random.default_rng(seed)
+    in1, in2 = (rng.random(s) < 0.5 for s in shapes)
+    expected = ss.convolve(in1.astype(np.uint16), in2.astype(np.uint16), mode) != 0
+    for method in ("direct", "fft"):
+        got = cs.convolve(in1, in2, mode, method)
+        assert got.dtype == bool
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shapes", [((3,), (8,)), ((4,), (9,)), ((2, 3), (5, 6)),
+                                    ((3, 2), (6, 7)), ((2, 2, 3), (3, 5, 4))])
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_correlate_with_in2_larger_matches_scipy_swap(shapes, mode, method):
+    """SciPy swaps the inputs when in2 is the larger one; the alignment must still match."""
+    rng = np.random.default_rng(7)
+    in1, in2 = (random_array(rng, s, "complex128") for s in shapes)
+    got = check_scipy(cs.correlate, ss.correlate, in1, in2, mode=mode, method=method)
+    if mode == "full":
+        flipped = np.conj(cs.correlate(in2, in1, mode=mode, method=method))[
+            (slice(None, None, -1),) * in1.ndim]
+        assert_close(got, flipped, 1e-12, 1e-12, "correlate(in2, in1) reversed, conjugated")
+
+
+@settings(max_examples=120, deadline=None)
+@given(shapes=shape_pairs(ndims=(2,), max_size=6),
+       dtype=st.sampled_from(["float64", "float32", "int64", "complex128"]),
+       mode=st.sampled_from(MODES),
+       boundary=st.sampled_from(["fill", "wrap", "symm", "circular", "symmetric", "pad"]),
+       fillvalue=st.sampled_from([0, 1.5, -2]), seed=seeds)
+def test_convolve2d_and_correlate2d_match_scipy(shapes, dtype, mode, boundary, fillvalue, seed):
+    rng = np.random.default_rng(seed)
+    in1, in2 = (random_array(rng, s, dtype) for s in shapes)
+    for ours, theirs in ((cs.convolve2d, ss.convolve2d), (cs.correlate2d, ss.correlate2d)):
+        check_scipy(ours, theirs, in1, in2, mode=mode, boundary=boundary, fillvalue=fillvalue)
+
+
+@settings(max_examples=120, deadline=None)
+@given(shapes=shape_pairs(max_size=9), dtype=st.sampled_from(["float64", "float32",
+                                                              "int64", "complex128"]),
+       mode=st.sampled_from(MODES), axes_pick=st.integers(0, 3), seed=seeds)
+def test_fftconvolve_and_oaconvolve_match_scipy(shapes, dtype, mode, axes_pick, seed):
+    rng = np.random.default_rng(seed)
+    shape1, shape2 = shapes
+    ndim = len(shape1)
+    axes = [None, [0], [-1], list(range(ndim))[::-1]][axes_pick]
+    if axes is not None:
+        # Along axes not convolved SciPy broadcasts: make in2 size 1 or equal there.
+        shape2 = tuple(n2 if a in [x % ndim for x in axes] else (1 if n2 % 2 else n1)
+                       for a, (n1, n2) in enumerate(zip(shape1, shape2, strict=True)))
+    in1, in2 = random_array(rng, shape1, dtype), random_array(rng, shape2, dtype)
+    check_scipy(cs.fftconvolve, ss.fftconvolve, in1, in2, mode=mode, axes=axes)
+    check_scipy(cs.oaconvolve, ss.oaconvolve, in1, in2, mode=mode, axes=axes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shapes, axes", [
+    (((2000,), (31,)), None),
+    (((9,), (1000,)), None),
+    (((300, 40), (7, 3)), None),
+    (((40, 300), (3, 9)), None),
+    (((120, 3), (3, 120)), None),
+    (((6, 500), (1, 20)), [1]),
+    (((64, 50, 2), (5, 4, 2)), [0, 1]),
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
+def test_overlap_add_splits_long_inputs_like_scipy(shapes, axes, mode, dtype):
+    """Shapes where overlap-add really cuts blocks (kernel under half the signal)."""
+    rng = np.random.default_rng(3)
+    in1, in2 = (random_array(rng, s, dtype) for s in shapes)
+    check_scipy(cs.oaconvolve, ss.oaconvolve, in1, in2, mode=mode, axes=axes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shapes", [((3000,), (700,)), ((700,), (3000,)),
+                                    ((90, 70), (13, 40)), ((13, 40), (90, 70))])
+def test_direct_on_long_inputs_and_views_matches_scipy(shapes, mode):
+    """Long kernels make the engine cut its column buffer into chunks; views are fine too."""
+    rng = np.random.default_rng(11)
+    in1, in2 = (random_array(rng, s, "float64") for s in shapes)
+    check_scipy(cs.convolve, ss.convolve, in1, in2, mode=mode, method="direct")
+    reversed_view, transposed = in1[::-1], in2.T
+    if in1.ndim == 2:
+        reversed_view = reversed_view[:, ::2]
+        in2 = transposed
+    check_scipy(cs.correlate, ss.correlate, reversed_view, in2, mode=mode, method="direct")
+
+
+@pytest.mark.parametrize("kernel_length", [2, 3, 10, 31, 100, 1000])
+def test_overlap_add_block_length_is_scipys_optimum(kernel_length):
+    """Fixed point of N = K ln(2 e N) == SciPy's Lambert-W solution, K = kernel_length - 1."""
+    overlap = kernel_length - 1
+    optimum = -overlap * lambertw(-1 / (2 * math.e * overlap), k=-1).real
+    assert cs._oa_fft_length(kernel_length) == sfft.next_fast_len(math.ceil(optimum))
+
+
+def test_dtypes_follow_scipy():
+    """float32 stays float32 on both paths; fftconvolve returns float for integers."""
+    x32, x16 = np.ones(6, np.float32), np.ones(6, np.float16)
+    assert cs.convolve(x32, x32, method="direct").dtype == np.float32
+    assert cs.convolve(x32, x32, method="fft").dtype == np.float32
+    assert cs.convolve(x16, x16, method="fft").dtype == np.float16
+    assert cs.fftconvolve(x16, x16).dtype == ss.fftconvolve(x16, x16).dtype == np.float32
+    ints = np.arange(5)
+    assert cs.fftconvolve(ints, ints).dtype == np.float64
+    assert cs.convolve(ints, ints, method="fft").dtype == np.int64
+
+
+def test_scalars_multiply_like_scipy():
+    assert cs.convolve(np.float64(3), np.float64(2)) == 6
+    assert cs.correlate(np.complex128(1j), np.complex128(1j)) == 1
+
+
+# --- the lecture's claims --------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=shape_pairs(), method=st.sampled_from(["direct", "fft"]), seed=seeds)
+def test_convolution_commutes(shapes, method, seed):
+    """f * g == g * f in 'full' mode (the lecture: convolution is commutative)."""
+    rng = np.random.default_rng(seed)
+    f, g = (random_array(rng, s, "float64") for s in shapes)
+    assert_close(cs.convolve(f, g, method=method), cs.convolve(g, f, method=method),
+                 1e-12, 1e-12, "commutativity")
+    ints_f, ints_g = (random_array(rng, s, "int64") for s in shapes)
+    np.testing.assert_array_equal(cs.convolve(ints_f, ints_g, method=method),
+                                  cs.convolve(ints_g, ints_f, method=method))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=shape_pairs(), mode=st.sampled_from(["full", "same"]),
+       method=st.sampled_from(["direct", "fft"]), seed=seeds)
+def test_convolution_is_linear(shapes, mode, method, seed):
+    """(a f + b h) * g == a (f * g) + b (h * g)."""
+    rng = np.random.default_rng(seed)
+    f, h = random_array(rng, shapes[0], "float64"), random_array(rng, shapes[0], "float64")
+    g = random_array(rng, shapes[1], "float64")
+    a, b = rng.standard_normal(2)
+    left = cs.convolve(a * f + b * h, g, mode, method)
+    right = a * cs.convolve(f, g, mode, method) + b * cs.convolve(h, g, mode, method)
+    assert_close(left, right, 1e-12, 1e-10, "linearity")
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=shape_pairs(ndims=(2,), max_size=8), shift=st.tuples(st.integers(-9, 9),
+                                                                   st.integers(-9, 9)),
+       flip=st.booleans(), seed=seeds)
+def test_circular_convolution_is_exactly_shift_equivariant(shapes, shift, flip, seed):
+    """On the torus (boundary='wrap'), conv(roll(x)) == roll(conv(x)), bit for bit.
+
+    Integer-valued float64 samples make every sum exact, so equality is exact.
+    """
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, shapes[0], "int64").astype(np.float64)
+    w = random_array(rng, shapes[1], "int64").astype(np.float64)
+    op = cs.convolve2d if flip else cs.correlate2d
+    shifted_first = op(np.roll(x, shift, axis=(0, 1)), w, mode="same", boundary="wrap")
+    shifted_after = np.roll(op(x, w, mode="same", boundary="wrap"), shift, axis=(0, 1))
+    np.testing.assert_array_equal(shifted_first, shifted_after)
+
+
+def test_zero_fill_breaks_shift_equivariance_at_the_border():
+    """Zero padding is why the lecture's equivariance is only approximate on finite images."""
+    x = np.zeros((6, 6))
+    x[2, 5] = 1.0
+    w = np.ones((3, 3))
+    shifted_first = cs.convolve2d(np.roll(x, 1, axis=1), w, mode="same")
+    shifted_after = np.roll(cs.convolve2d(x, w, mode="same"), 1, axis=1)
+    assert not np.array_equal(shifted_first, shifted_after)
+    wrapped = cs.convolve2d(np.roll(x, 1, axis=1), w, mode="same", boundary="wrap")
+    np.testing.assert_array_equal(
+        wrapped, np.roll(cs.convolve2d(x, w, mode="same", boundary="wrap"), 1, axis=1))
+
+
+LECTURE_IMAGE = np.array([
+    [3, 3, 2, 1, 0, 0],
+    [3, 3, 2, 1, 0, 0],
+    [3, 3, 2, 1, 0, 0],
+    [3, 3, 3, 2, 0, 0],
+    [3, 3, 2, 1, 0, 0],
+    [3, 2, 1, 1, 0, 0],
+])
+LECTURE_FILTER = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]])
+LECTURE_OUTPUT = np.array([
+    [6, 8, 6, 3, 1, 0],
+    [9, 13, 10, 5, 2, 0],
+    [9, 14, 11, 6, 3, 0],
+    [9, 13, 11, 6, 2, 0],
+    [8, 13, 10, 5, 3, 0],
+    [6, 7, 5, 3, 1, 0],
+])
+
+
+def test_lecture_worked_example():
+    """The lecture's 6x6 image correlated with the 'X' filter, zero fill, 'same' size."""
+    got = cs.correlate2d(LECTURE_IMAGE, LECTURE_FILTER, mode="same")
+    assert got.dtype == LECTURE_IMAGE.dtype
+    np.testing.assert_array_equal(got, LECTURE_OUTPUT)
+    np.testing.assert_array_equal(ss.correlate2d(LECTURE_IMAGE, LECTURE_FILTER, "same"),
+                                  LECTURE_OUTPUT)
+    # The filter is symmetric, so the N-D functions give the same numbers on every path.
+    for method in ("direct", "fft"):
+        np.testing.assert_array_equal(
+            cs.correlate(LECTURE_IMAGE, LECTURE_FILTER, "same", method), LECTURE_OUTPUT)
+        np.testing.assert_array_equal(
+            cs.convolve(LECTURE_IMAGE, LECTURE_FILTER, "same", method), LECTURE_OUTPUT)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=shape_pairs(max_size=9), mode=st.sampled_from(MODES),
+       dtype=st.sampled_from(["float64", "complex128"]), seed=seeds)
+def test_fft_and_direct_agree(shapes, mode, dtype, seed):
+    rng = np.random.default_rng(seed)
+    in1, in2 = (random_array(rng, s, dtype) for s in shapes)
+    try:
+        direct = cs.convolve(in1, in2, mode, "direct")
+    except ValueError:
+        return  # 'valid' with neither input larger: covered by the error tests
+    assert_close(cs.convolve(in1, in2, mode, "fft"), direct, 1e-10, 1e-9, "fft vs direct")
+    assert_close(cs.oaconvolve(in1, in2, mode), direct, 1e-10, 1e-9, "overlap-add vs direct")
+
+
+# --- choosing the method ---------------------------------------------------------------------
+
+def test_choose_conv_method_cost_model():
+    rng = np.random.default_rng(0)
+    long_signal, long_kernel = rng.standard_normal(100_000), rng.standard_normal(1000)
+    assert cs.choose_conv_method(long_signal, long_kernel) == "fft"
+    assert cs.choose_conv_method(rng.standard_normal(50), rng.standard_normal(3)) == "direct"
+    assert cs.choose_conv_method(np.ones((256, 256)), np.ones((31, 31))) == "fft"
+    # The choice is the model's comparison, nothing hidden.
+    modelled_fft = cs._fft_seconds(long_signal, long_kernel)
+    assert modelled_fft < cs._direct_seconds(long_signal, long_kernel, "full")
+
+
+def test_choose_conv_method_keeps_exact_integers_direct():
+    """SciPy's rule: integer sums that might pass 2**53 - 1, and booleans, stay direct."""
+    fits = np.full(1000, 2**20, dtype=np.int64)  # 1000 * 2**40 < 2**53: the model decides
+    big = np.full(1000, 2**22, dtype=np.int64)  # 1000 * 2**44 > 2**53
+    assert cs.choose_conv_method(fits, fits) == "fft"
+    assert cs.choose_conv_method(big, big) == "direct"
+    flags = np.ones(5000, dtype=bool)
+    assert cs.choose_conv_method(flags, flags) == "direct"
+    result = cs.convolve(fits, fits)
+    assert result.dtype == np.int64 and result[999] == 1000 * 2**40
+
+
+def test_choose_conv_method_measure_returns_timings():
+    method, times = cs.choose_conv_method(np.ones(40), np.ones(5), measure=True)
+    assert method in ("direct", "fft")
+    assert set(times) == {"direct", "fft"} and all(t > 0 for t in times.values())
+    assert method == min(times, key=times.get)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: cs.convolve([1, 2], [1], mode="circular"), ValueError,
+     r"convolve: mode must be one of \('full', 'valid', 'same'\), got 'circular'"),
+    (lambda: cs.convolve([1, 2], [1], mode=2), TypeError, r"convolve: mode must be a str"),
+    (lambda: cs.correlate([1, 2], [1], method="winograd"), ValueError,
+     r"correlate: method must be one of \('auto', 'direct', 'fft'\), got 'winograd'"),
+    (lambda: cs.convolve2d(np.ones((2, 2)), np.ones((2, 2)), boundary="reflect"), ValueError,
+     r"convolve2d: boundary must be one of .*'symm'.*got 'reflect'"),
+    (lambda: cs.convolve(np.ones((3, 3)), np.ones(3)), ValueError,
+     r"convolve: in1 and in2 must have the same number of dimensions, "
+     r"got in1.ndim=2 and in2.ndim=1"),
+    (lambda: cs.fftconvolve(np.ones(3), np.ones((2, 2))), ValueError,
+     r"fftconvolve: in1 and in2 must have the same number of dimensions"),
+    (lambda: cs.correlate(np.ones(3), np.ones(0)), ValueError,
+     r"correlate: in2 must not be empty, got shape \(0,\)"),
+    (lambda: cs.oaconvolve(np.ones((0, 2)), np.ones((1, 1))), ValueError,
+     r"oaconvolve: in1 must not be empty"),
+    (lambda: cs.convolve(np.ones((2, 5)), np.ones((3, 3)), mode="valid"), ValueError,
+     r"convolve: mode='valid' needs in1 or in2 to be at least as large as the other in every "
+     r"dimension, got in1.shape=\(2, 5\) and in2.shape=\(3, 3\)"),
+    (lambda: cs.correlate2d(np.ones((2, 5)), np.ones((3, 3)), mode="valid"), ValueError,
+     r"correlate2d: mode='valid' needs in1 or in2"),
+    (lambda: cs.choose_conv_method(np.ones((4, 1)), np.ones((1, 4)), mode="valid"),
+     ValueError, r"choose_conv_method: mode='valid' needs"),
+    (lambda: cs.convolve(np.array(["a", "b"]), np.ones(2)), TypeError,
+     r"convolve: in1 must have a numeric \(bool, int, float or complex\) dtype, got <U1"),
+    (lambda: cs.convolve2d(np.ones(3), np.ones(3)), ValueError,
+     r"convolve2d: in1 and in2 must both be 2-D, got ndim 1"),
+    (lambda: cs.convolve2d(np.ones((2, 2)), np.ones((2, 2)), fillvalue=[1, 2]), ValueError,
+     r"convolve2d: fillvalue must be a scalar, got shape \(2,\)"),
+    (lambda: cs.correlate2d(np.ones((2, 2)), np.ones((2, 2)), fillvalue=1j), ValueError,
+     r"correlate2d: fillvalue 1j is complex but the output dtype is float64"),
+    (lambda: cs.fftconvolve(np.ones((3, 4)), np.ones((2, 3)), axes=[0]), ValueError,
+     r"fftconvolve: along axis 1, which is not convolved, in1 and in2 must have equal sizes "
+     r"or size 1, got in1.shape=\(3, 4\) and in2.shape=\(2, 3\)"),
+    (lambda: cs.fftconvolve(np.ones(3), np.ones(2), axes=[1]), ValueError,
+     r"fftconvolve: axes must lie in \[-1, 1\), got \[1\]"),
+    (lambda: cs.oaconvolve(np.ones((3, 3)), np.ones((2, 2)), axes=[0, -2]), ValueError,
+     r"oaconvolve: axes must be unique, got \[0, -2\]"),
+    (lambda: cs.fftconvolve(np.ones(3), np.ones(2), axes=[]), ValueError,
+     r"fftconvolve: axes, when given, must not be empty"),
+    (lambda: cs.fftconvolve(np.ones(3), np.ones(2), axes=[0.5]), TypeError,
+     r"fftconvolve: axes must be ints, got \[0.5\]"),
+])
+def test_errors_name_function_argument_expected_and_got(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
