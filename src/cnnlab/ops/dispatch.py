@@ -24,19 +24,23 @@ ALGORITHMS = ("auto", "gemm", "fft")
 GEMM_FLOPS_PER_S = 1.0e11
 COPY_BYTES_PER_S = 4.0e9
 FFT_FLOPS_PER_S = 1.5e10
+# Fixed cost of one call (transform planning, spectra allocation) that makes FFT lose on
+# small problems whatever their flop count; GEMM's column set-up is far cheaper.
+FFT_CALL_SECONDS = 3e-4
+GEMM_CALL_SECONDS = 2e-5
 
 
 def gemm_seconds(geo: ConvGeometry, itemsize: int) -> float:
     taps = prod(geo.kernel)
     flops = 2.0 * geo.grid_size * geo.out_channels * taps * geo.in_channels / geo.groups
     col_bytes = 2.0 * geo.grid_size * taps * geo.in_channels * itemsize
-    return flops / GEMM_FLOPS_PER_S + col_bytes / COPY_BYTES_PER_S
+    return GEMM_CALL_SECONDS + flops / GEMM_FLOPS_PER_S + col_bytes / COPY_BYTES_PER_S
 
 
 def fft_seconds(geo: ConvGeometry) -> float:
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
     flops = fft_flops(geo.batch, geo.in_channels, geo.out_channels, geo.groups, padded)
-    return flops / FFT_FLOPS_PER_S
+    return FFT_CALL_SECONDS + flops / FFT_FLOPS_PER_S
 
 
 @lru_cache(maxsize=512)

@@ -1,0 +1,318 @@
+"""N-D pooling kernels on arrays ``(N, C, *spatial)``, each forward with its VJP below it.
+
+Every fixed-window pooling reads :func:`cnnlab.ops.windows.window_view` of the padded
+input, ``(N, C, *out, *kernel)``, and reduces over the kernel axes. Max pooling records the
+flat input index of each maximum (PyTorch's ``return_indices``), so its backward and
+``max_unpool`` are one scatter / gather on flat indices. Adaptive pooling gathers its
+variable windows through one flat index map. Arguments are canonical (see ``_args.py``):
+per-dimension tuples, validated by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+
+from ._args import prod
+from .pad import pad_backward, pad_forward
+from .windows import window_adjoint, window_padding, window_view
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Canonical settings of one fixed-window pooling (``padding``: the same on both sides)."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+
+
+def _output_grids(out_spatial: tuple[int, ...]) -> list[np.ndarray]:
+    """``arange(o_i)`` for each spatial axis, shaped to broadcast against (N, C, *out)."""
+    ndim = len(out_spatial)
+    grids = []
+    for axis, size in enumerate(out_spatial):
+        shape = [1] * (2 + ndim)
+        shape[2 + axis] = size
+        grids.append(np.arange(size).reshape(shape))
+    return grids
+
+
+def _flat_index(coords: list[np.ndarray], in_spatial: tuple[int, ...]) -> np.ndarray:
+    """Row-major flat index into ``in_spatial`` (no bounds check, as PyTorch's formula)."""
+    flat = np.zeros(np.broadcast_shapes(*(c.shape for c in coords)), dtype=np.int64)
+    for coord, size in zip(coords, in_spatial, strict=True):
+        flat = flat * size + coord
+    return flat
+
+
+def scatter_flat(values: np.ndarray, indices: np.ndarray, in_spatial: tuple[int, ...]
+                 ) -> np.ndarray:
+    """Sum ``values`` (N, C, ...) into zeros (N, C, *in_spatial) at flat ``indices``.
+
+    One ``bincount`` over (channel-offset + index); out-of-range indices are dropped.
+    """
+    batch, channels = values.shape[:2]
+    size = prod(in_spatial)
+    indices = np.broadcast_to(indices, values.shape).reshape(batch * channels, -1)
+    inside = (indices >= 0) & (indices < size)
+    offsets = np.arange(batch * channels, dtype=np.int64)[:, None] * size
+    flat = np.where(inside, indices + offsets, 0).ravel()
+    weights = np.where(inside, values.reshape(batch * channels, -1), 0).ravel()
+    summed = np.bincount(flat, weights=weights, minlength=batch * channels * size)
+    return summed.astype(values.dtype, copy=False).reshape(batch, channels, *in_spatial)
+
+
+def gather_flat(source: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``source`` (N, C, *spatial) read at flat ``indices`` (N, C, ...) per (n, c) plane."""
+    batch, channels = source.shape[:2]
+    planes = source.reshape(batch, channels, -1)
+    picked = np.take_along_axis(planes, indices.reshape(batch, channels, -1), axis=-1)
+    return picked.reshape(indices.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# Max pooling.
+
+
+def _argmax_like_torch(columns: np.ndarray) -> np.ndarray:
+    """Argmax over the last axis with PyTorch's tie rules.
+
+    PyTorch scans a window in order and takes a value when ``val > max or isnan(val)``
+    (aten/src/ATen/native/cpu/MaxPoolKernel.cpp): ties go to the first maximum, and a
+    window holding NaN returns its LAST NaN (so NaN propagates, as ``np.max`` does).
+    """
+    arg = np.argmax(columns, axis=-1)
+    nan = np.isnan(columns)
+    if nan.any():
+        has_nan = nan.any(axis=-1)
+        last_nan = columns.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+        arg = np.where(has_nan, last_nan, arg)
+    return arg
+
+
+def max_pool_nd(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, C, *spatial) -> (max (N, C, *out), flat input indices (N, C, *out) int64).
+
+    Padding is -inf. ``indices[n, c, o]`` is the row-major index into ``spatial`` of the
+    chosen element, as ``torch.nn.functional.max_pool*d(..., return_indices=True)``.
+    """
+    ndim = len(spec.kernel)
+    in_spatial = x.shape[2:]
+    pads = window_padding(in_spatial, spec.padding, spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    padded = pad_forward(x, pads, "zeros", value=-np.inf)
+    windows = window_view(padded, spec.kernel, spec.stride, spec.dilation, spec.out_spatial)
+    columns = windows.reshape(*windows.shape[: 2 + ndim], prod(spec.kernel))
+    arg = _argmax_like_torch(columns)
+    out = np.take_along_axis(columns, arg[..., None], axis=-1)[..., 0]
+    offsets = np.unravel_index(arg, spec.kernel)
+    # A window whose max is -inf (all -inf, or padding only) keeps PyTorch's initial index:
+    # its first in-bounds tap, k = ceil(max(-start, 0) / d) per axis.
+    all_inf = out == -np.inf
+    coords = []
+    for grid, offset, s, p, d in zip(_output_grids(spec.out_spatial), offsets, spec.stride,
+                                     spec.padding, spec.dilation, strict=True):
+        start = grid * s - p
+        first_inside = -(-np.maximum(-start, 0) // d)
+        coords.append(start + np.where(all_inf, first_inside, offset) * d)
+    return out, _flat_index(coords, in_spatial)
+
+
+def max_pool_nd_backward(grad: np.ndarray, indices: np.ndarray, in_spatial: tuple[int, ...]
+                         ) -> np.ndarray:
+    """VJP of :func:`max_pool_nd`: each output's gradient goes to its argmax (summed)."""
+    return scatter_flat(grad, indices, in_spatial)
+
+
+# ---------------------------------------------------------------------------------------
+# Average pooling.
+
+
+def avg_pool_divisor(in_spatial: tuple[int, ...], spec: PoolSpec, count_include_pad: bool,
+                     divisor_override: int | None) -> np.ndarray | int:
+    """The divisor of each window (*out), as PyTorch's AvgPoolKernel.cpp.
+
+    With ``count_include_pad`` a window counts the padded input it covers (clipped at
+    ``n + padding``, so ceil-mode overhang beyond the padding is not counted); otherwise
+    only real input samples. Both counts are products of per-axis counts.
+    """
+    if divisor_override is not None:
+        return divisor_override
+    divisor = np.ones((), dtype=np.int64)
+    for n, k, s, p, o in zip(in_spatial, spec.kernel, spec.stride, spec.padding,
+                             spec.out_spatial, strict=True):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, n + p)
+        if count_include_pad:
+            count = end - start
+        else:
+            count = np.minimum(end, n) - np.maximum(start, 0)
+        divisor = np.multiply.outer(divisor, count)
+    return divisor
+
+
+def avg_pool_nd(x: np.ndarray, spec: PoolSpec, count_include_pad: bool = True,
+                divisor_override: int | None = None) -> np.ndarray:
+    """x (N, C, *spatial) -> window sums / :func:`avg_pool_divisor`, (N, C, *out)."""
+    ndim = len(spec.kernel)
+    pads = window_padding(x.shape[2:], spec.padding, spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    windows = window_view(pad_forward(x, pads), spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    sums = windows.sum(axis=tuple(range(2 + ndim, 2 + 2 * ndim)))
+    divisor = avg_pool_divisor(x.shape[2:], spec, count_include_pad, divisor_override)
+    return (sums / divisor).astype(x.dtype, copy=False)
+
+
+def avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...], spec: PoolSpec,
+                         count_include_pad: bool = True, divisor_override: int | None = None
+                         ) -> np.ndarray:
+    """VJP of :func:`avg_pool_nd`: ``grad / divisor`` spread over each window (col2im)."""
+    ndim = len(spec.kernel)
+    divisor = avg_pool_divisor(in_spatial, spec, count_include_pad, divisor_override)
+    per_window = (grad / divisor).astype(grad.dtype, copy=False)
+    windows = np.broadcast_to(per_window[(Ellipsis, *(None,) * ndim)],
+                              per_window.shape + spec.kernel)
+    pads = window_padding(in_spatial, spec.padding, spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads, strict=True))
+    return pad_backward(window_adjoint(windows, padded, spec.stride, spec.dilation), pads)
+
+
+# ---------------------------------------------------------------------------------------
+# Power-average (LP) pooling, as torch.nn.functional.lp_pool*d computes it:
+#   y = (sign(a) * relu(|a|) * prod(kernel)) ** (1/p),  a = avg_pool(x ** p)
+# so y = (sum x^p)^(1/p) away from ceil-mode overhang, and the gradient is zero where a = 0.
+
+
+def lp_pool_nd(x: np.ndarray, norm_type: float, spec: PoolSpec) -> np.ndarray:
+    """x (N, C, *spatial) -> (N, C, *out); ``norm_type`` = +-inf is max of |x| / -max(-|x|)."""
+    if norm_type == np.inf:
+        return max_pool_nd(np.abs(x), spec)[0]
+    if norm_type == -np.inf:
+        return -max_pool_nd(-np.abs(x), spec)[0]
+    sums = avg_pool_nd(x ** norm_type, spec) * prod(spec.kernel)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums ** (1.0 / norm_type)).astype(x.dtype, copy=False)
+
+
+def lp_pool_nd_backward(grad: np.ndarray, x: np.ndarray, norm_type: float, spec: PoolSpec
+                        ) -> np.ndarray:
+    """VJP of :func:`lp_pool_nd` (PyTorch's chain rule, including its zero at a = 0)."""
+    if abs(norm_type) == np.inf:
+        sign = 1 if norm_type > 0 else -1
+        _, indices = max_pool_nd(sign * np.abs(x), spec)
+        return max_pool_nd_backward(grad, indices, x.shape[2:]) * np.sign(x)
+    kernel_numel = prod(spec.kernel)
+    average = avg_pool_nd(x ** norm_type, spec)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        outer = grad * (1.0 / norm_type) * (average * kernel_numel) ** (1.0 / norm_type - 1)
+        grad_average = np.where(average != 0, outer * kernel_numel, 0).astype(grad.dtype)
+        grad_power = avg_pool_nd_backward(grad_average, x.shape[2:], spec)
+        return grad_power * (norm_type * x ** (norm_type - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# Adaptive pooling: output o of n inputs reads [floor(o*n/out), ceil((o+1)*n/out)).
+
+
+def adaptive_index_map(in_spatial: tuple[int, ...], out_spatial: tuple[int, ...]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat input index of each tap and its validity, both (prod(out), prod(max_window)).
+
+    Windows differ in size by at most one per axis; shorter ones repeat their last sample
+    in the padded taps, which are marked invalid (harmless to max, masked out of sums).
+    """
+    per_axis_index, per_axis_valid = [], []
+    for n, o in zip(in_spatial, out_spatial, strict=True):
+        start = (np.arange(o) * n) // o
+        end = -(-(np.arange(o) + 1) * n // o)
+        taps = start[:, None] + np.arange(int((end - start).max()))[None, :]
+        per_axis_valid.append(taps < end[:, None])
+        per_axis_index.append(np.minimum(taps, end[:, None] - 1))
+    ndim = len(in_spatial)
+    flat = np.zeros((1,) * (2 * ndim), dtype=np.int64)
+    valid = np.ones((1,) * (2 * ndim), dtype=bool)
+    axes = zip(per_axis_index, per_axis_valid, in_spatial, strict=True)
+    for axis, (index, inside, n) in enumerate(axes):
+        shape = [1] * (2 * ndim)  # axes (*out, *taps)
+        shape[axis], shape[ndim + axis] = index.shape
+        flat = flat * n + index.reshape(shape)
+        valid = valid & inside.reshape(shape)
+    rows = prod(out_spatial)
+    return flat.reshape(rows, -1), np.broadcast_to(valid, flat.shape).reshape(rows, -1)
+
+
+def adaptive_avg_pool_nd(x: np.ndarray, out_spatial: tuple[int, ...]) -> np.ndarray:
+    """x (N, C, *spatial) -> (N, C, *out_spatial): the mean of each adaptive window."""
+    flat, valid = adaptive_index_map(x.shape[2:], out_spatial)
+    planes = x.reshape(*x.shape[:2], -1)
+    weights = valid / valid.sum(axis=1, keepdims=True)
+    out = np.einsum("ncok,ok->nco", planes[:, :, flat], weights.astype(x.dtype))
+    return out.reshape(*x.shape[:2], *out_spatial)
+
+
+def adaptive_avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...]
+                                  ) -> np.ndarray:
+    """VJP of :func:`adaptive_avg_pool_nd`: ``grad / window size`` scattered to each tap."""
+    flat, valid = adaptive_index_map(in_spatial, grad.shape[2:])
+    weights = (valid / valid.sum(axis=1, keepdims=True)).astype(grad.dtype)
+    taps = grad.reshape(*grad.shape[:2], -1, 1) * weights
+    return scatter_flat(taps, flat, in_spatial)
+
+
+def adaptive_max_pool_nd(x: np.ndarray, out_spatial: tuple[int, ...]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, C, *spatial) -> (max, flat input indices), each (N, C, *out_spatial)."""
+    flat, _ = adaptive_index_map(x.shape[2:], out_spatial)
+    columns = x.reshape(*x.shape[:2], -1)[:, :, flat]  # (N, C, prod(out), taps)
+    arg = _argmax_like_torch(columns)
+    out = np.take_along_axis(columns, arg[..., None], axis=-1)[..., 0]
+    indices = flat[np.arange(flat.shape[0]), arg]
+    shape = (*x.shape[:2], *out_spatial)
+    return out.reshape(shape), indices.reshape(shape)
+
+
+# The VJP of adaptive max pooling is max_pool_nd_backward on its indices.
+
+
+# ---------------------------------------------------------------------------------------
+# Max unpooling: scatter values to their recorded indices (zeros elsewhere).
+
+
+def max_unpool_nd(x: np.ndarray, indices: np.ndarray, out_spatial: tuple[int, ...]
+                  ) -> np.ndarray:
+    """x, indices (N, C, *in) -> (N, C, *out_spatial) with ``out.flat[indices] = x``."""
+    batch, channels = x.shape[:2]
+    out = np.zeros((batch * channels, prod(out_spatial)), dtype=x.dtype)
+    rows = np.arange(batch * channels)[:, None]
+    out[rows, indices.reshape(batch * channels, -1)] = x.reshape(batch * channels, -1)
+    return out.reshape(batch, channels, *out_spatial)
+
+
+def max_unpool_nd_backward(grad: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """VJP of :func:`max_unpool_nd`: read the gradient back at the indices."""
+    return gather_flat(grad, indices)
+
+
+# ---------------------------------------------------------------------------------------
+# Blur pooling filter (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again").
+
+
+def binomial_filter(kernel: tuple[int, ...], dtype: np.dtype | type = np.float64
+                    ) -> np.ndarray:
+    """Normalised binomial low-pass filter (*kernel): outer product of Pascal-triangle rows.
+
+    >>> binomial_filter((3,)).tolist()
+    [0.25, 0.5, 0.25]
+    """
+    result = np.ones((), dtype=np.float64)
+    for k in kernel:
+        row = np.array([comb(k - 1, j) for j in range(k)], dtype=np.float64)
+        result = np.multiply.outer(result, row / row.sum())
+    return result.astype(dtype)
