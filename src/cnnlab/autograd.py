@@ -382,9 +382,13 @@ def where(condition: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
 
 
 def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """Elementwise maximum; at ties the gradient is split evenly, as in ``torch.maximum``."""
     a = as_tensor(a)
     b = tensor_like(b, a)
-    return where(a.data >= b.data, a, b)
+    share_a = (a.data > b.data) + 0.5 * (a.data == b.data)
+    return Tensor.from_op(np.maximum(a.data, b.data), (a, b),
+                          lambda g: (unbroadcast(g * share_a, a.shape),
+                                     unbroadcast(g * (1 - share_a), b.shape)))
 
 
 def clip(a: Tensor, low: float | None, high: float | None) -> Tensor:
@@ -405,10 +409,10 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
     def vjp(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g2 = g
+        if b_vec:  # restore b's column axis first: for vector @ vector, g is 0-d
+            g2 = np.expand_dims(g2, -1)
         if a_vec:
             g2 = np.expand_dims(g2, -2)
-        if b_vec:
-            g2 = np.expand_dims(g2, -1)
         ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape)
         gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape)
         return ga.reshape(a.shape), gb.reshape(b.shape)
@@ -466,6 +470,8 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
+    if axes is not None:  # negative axes would break the argsort inverse below
+        axes = tuple(int(axis) + a.ndim if axis < 0 else int(axis) for axis in axes)
     inverse = None if axes is None else tuple(np.argsort(axes))
     return Tensor.from_op(np.transpose(a.data, axes), (a,),
                           lambda g: (np.transpose(g, inverse),))

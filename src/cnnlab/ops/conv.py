@@ -208,10 +208,12 @@ def is_pointwise(geo: ConvGeometry) -> bool:
     return all(k == 1 for k in geo.kernel) and all(p == (0, 0) for p in geo.padding)
 
 
-def _pointwise_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+def _pointwise_input(x: np.ndarray, geo: ConvGeometry,
+                     out_spatial: tuple[int, ...] | None = None) -> np.ndarray:
     """(N, C_in, *spatial) -> (N, g, C_in/g, prod(out)): the samples a 1x1 kernel reads."""
+    out_spatial = geo.out_spatial if out_spatial is None else out_spatial
     kept = x[(Ellipsis, *(slice(0, (o - 1) * s + 1, s)
-                          for o, s in zip(geo.out_spatial, geo.stride)))]
+                          for o, s in zip(out_spatial, geo.stride)))]
     return kept.reshape(geo.batch, geo.groups, geo.in_channels // geo.groups, -1)
 
 
@@ -230,17 +232,16 @@ def _pointwise_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray,
     gy_m = gy.reshape(geo.batch, groups, c_out_g, -1)
     grad_x = grad_w = None
     if need_input:
-        gx_m = np.matmul(wm.transpose(0, 2, 1), gy_m)  # (N, g, C_in/g, prod(out))
-        if all(s == 1 for s in geo.stride):
+        gx_m = np.matmul(wm.transpose(0, 2, 1), gy_m)  # (N, g, C_in/g, prod(gy spatial))
+        gy_spatial = gy.shape[2:]  # may be smaller than out_spatial (transposed conv)
+        if all(s == 1 for s in geo.stride) and gy_spatial == geo.in_spatial:
             grad_x = gx_m.reshape(geo.batch, geo.in_channels, *geo.in_spatial)
         else:
             grad_x = np.zeros((geo.batch, geo.in_channels, *geo.in_spatial), gy.dtype)
-            kept = tuple(slice(0, (o - 1) * s + 1, s)
-                         for o, s in zip(geo.out_spatial, geo.stride))
-            grad_x[(Ellipsis, *kept)] = gx_m.reshape(geo.batch, geo.in_channels,
-                                                     *geo.out_spatial)
+            kept = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(gy_spatial, geo.stride))
+            grad_x[(Ellipsis, *kept)] = gx_m.reshape(geo.batch, geo.in_channels, *gy_spatial)
     if need_weight:
-        x_m = _pointwise_input(x, geo)
+        x_m = _pointwise_input(x, geo, gy.shape[2:])
         grad_w = np.matmul(gy_m, x_m.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
     return grad_x, grad_w
 

@@ -43,8 +43,18 @@ def _prepare(x: np.ndarray, w_shape: tuple[int, ...], spec: ConvSpec
     return x, geo
 
 
-def _method(geo: ConvGeometry, spec: ConvSpec, itemsize: int) -> str:
-    return choose_conv_method(geo, itemsize) if spec.algorithm == "auto" else spec.algorithm
+def _method(geo: ConvGeometry, spec: ConvSpec, *arrays: np.ndarray | None) -> str:
+    """The algorithm for this call: the caller's choice or the cost model's, except that
+    an empty batch, or any NaN/inf among ``arrays``, goes to GEMM: a transform would smear
+    one NaN over every output, where IEEE arithmetic marks only the windows that touch it.
+    """
+    if geo.batch == 0:
+        return "gemm"
+    itemsize = next(a.itemsize for a in arrays if a is not None)
+    method = choose_conv_method(geo, itemsize) if spec.algorithm == "auto" else spec.algorithm
+    if method == "fft" and not all(np.isfinite(a).all() for a in arrays if a is not None):
+        return "gemm"
+    return method
 
 
 def _zero_padded(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -55,7 +65,7 @@ def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpe
             ) -> np.ndarray:
     """x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel) -> (N, C_out, *out)."""
     x_in, geo = _prepare(x, w.shape, spec)
-    if _method(geo, spec, x.itemsize) == "fft":
+    if _method(geo, spec, x, w) == "fft":
         y = fft_conv_forward(_zero_padded(x_in, geo), w, geo.stride, geo.dilation, geo.groups,
                              geo.out_spatial)
     else:
@@ -71,7 +81,7 @@ def conv_nd_backward(
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_nd` for x, w and bias (each ``None`` when not needed)."""
     x_in, geo = _prepare(x, w.shape, spec)
-    if _method(geo, spec, x.itemsize) == "fft":
+    if _method(geo, spec, x, w, gy) == "fft":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
         gx, gw = fft_conv_backward(_zero_padded(x_in, geo) if need_weight else None, w, gy,
                                    padded, geo.stride, geo.dilation, geo.groups,
@@ -98,10 +108,6 @@ def _transpose_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], spec
                          spec.groups)
 
 
-def _transpose_method(geo: ConvGeometry, spec: ConvSpec, itemsize: int) -> str:
-    return _method(geo, spec, itemsize)
-
-
 def conv_transpose_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
                       out_spatial: tuple[int, ...]) -> np.ndarray:
     """x: (N, C_in, *spatial), w: (C_in, C_out/groups, *kernel) -> (N, C_out, *out_spatial).
@@ -109,7 +115,7 @@ def conv_transpose_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spe
     The adjoint of the convolution with the same stride, padding, dilation and groups.
     """
     geo = _transpose_geometry(x.shape, w.shape, spec, out_spatial)
-    if _transpose_method(geo, spec, x.itemsize) == "fft":
+    if _method(geo, spec, x, w) == "fft":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
         gx, _ = fft_conv_backward(None, w, x, padded, geo.stride, geo.dilation, geo.groups,
                                   need_input=True, need_weight=False)
@@ -133,7 +139,7 @@ def conv_transpose_nd_backward(
                          spec.algorithm)
     gx = gw = None
     if need_input or need_weight:
-        if _method(geo, spec, gy.itemsize) == "fft":
+        if _method(geo, spec, x, w, gy) == "fft":
             padded_gy = pad_forward(gy, geo.padding, "zeros")
             if need_input:
                 gx = fft_conv_forward(padded_gy, w, geo.stride, geo.dilation, geo.groups,

@@ -1,0 +1,156 @@
+"""Containers: ``Sequential`` (a pipeline), ``ModuleList`` and ``ModuleDict`` (registries).
+
+Children are registered under their index (``"0"``, ``"1"``, ...) or key, so state-dict keys
+read ``features.0.weight`` exactly as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .module import Module
+
+
+def _index(container: Module, index: Any) -> int:
+    if not isinstance(index, int):
+        raise TypeError(f"{type(container).__name__}: index must be an int or slice, got "
+                        f"{type(index).__name__}")
+    size = len(container)
+    if not -size <= index < size:
+        raise IndexError(f"{type(container).__name__}: index {index} is out of range for "
+                         f"{size} modules")
+    return index % size
+
+
+class Sequential(Module):
+    """Modules applied one after another: ``forward(x) = m_k(...m_1(m_0(x)))``.
+
+    Built from modules (``Sequential(Conv2d(...), ReLU())``, keys ``"0"``, ``"1"``, ...) or
+    from one ``OrderedDict`` of named modules.
+
+    >>> from cnnlab.nn import Flatten, Identity
+    >>> Sequential(Identity(), Flatten())
+    Sequential(
+      (0): Identity()
+      (1): Flatten(start_dim=1, end_dim=-1)
+    )
+    """
+
+    def __init__(self, *modules: Module | Mapping[str, Module]) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], Mapping):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[_index(self, index)]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        key = list(self._modules)[_index(self, index)]
+        setattr(self, key, module)
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class ModuleList(Module):
+    """A list of sub-Modules, registered under ``"0"``, ``"1"``, ... (no ``forward``)."""
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return self._modules[str(_index(self, index))]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        setattr(self, str(_index(self, index)), module)
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        items = list(self._modules.values())
+        items.insert(index, module)
+        for key in list(self._modules):
+            delattr(self, key)
+        self.extend(items)
+
+
+class ModuleDict(Module):
+    """A dict of sub-Modules, registered under their keys (no ``forward``)."""
+
+    def __init__(self, modules: Mapping[str, Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        delattr(self, key)
+
+    def keys(self) -> Iterable[str]:
+        return self._modules.keys()
+
+    def values(self) -> Iterable[Module]:
+        return self._modules.values()
+
+    def items(self) -> Iterable[tuple[str, Module]]:
+        return self._modules.items()
+
+    def update(self, modules: Mapping[str, Module]) -> None:
+        for key, module in modules.items():
+            self[key] = module
+
+    def pop(self, key: str) -> Module:
+        module = self._modules[key]
+        del self[key]
+        return module
