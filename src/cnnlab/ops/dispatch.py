@@ -6,8 +6,10 @@ algorithm joins by adding its name here and a cost function beside the two below
 Cost constants were fitted on the 2-core development machine by
 ``python benchmarks/bench_conv.py --fit`` (see BENCHMARKS.md): the GEMM path sustains
 about ``GEMM_FLOPS_PER_S`` on its useful work plus one pass over the column buffer at
-``COPY_BYTES_PER_S``; the FFT path about ``FFT_FLOPS_PER_S`` on the flops counted by
-:func:`cnnlab.ops.fft.fft_flops`. The choice only has to be right where the two differ by a
+``COPY_BYTES_PER_S``; the FFT path about ``FFT_FLOPS_PER_S`` on its transforms and
+``SPECTRAL_FLOPS_PER_S`` on the per-frequency channel products
+(:func:`cnnlab.ops.fft.fft_flops`, :func:`cnnlab.ops.fft.spectral_product_flops`).
+The choice only has to be right where the two differ by a
 lot (a 5x5 kernel: GEMM; a 31x31 kernel or a 255-tap 1-D kernel: FFT).
 """
 
@@ -17,13 +19,17 @@ from functools import lru_cache
 
 from ._args import prod
 from .conv import ConvGeometry
-from .fft import fft_flops
+from .fft import fft_flops, spectral_product_flops
 
 ALGORITHMS = ("auto", "gemm", "fft")
 
-GEMM_FLOPS_PER_S = 1.0e11
-COPY_BYTES_PER_S = 4.0e9
-FFT_FLOPS_PER_S = 1.5e10
+GEMM_FLOPS_PER_S = 1.2e11
+COPY_BYTES_PER_S = 3.5e10
+FFT_FLOPS_PER_S = 1.3e10
+# The spectral channel contraction is thousands of small complex matmuls (one per
+# frequency), far below BLAS's large-matrix rate: ResNet 3x3 picked FFT and ran 3x slower
+# than GEMM until this term got its own rate (benchmarks/bench_conv.py --fit).
+SPECTRAL_FLOPS_PER_S = 4.0e9
 # Fixed cost of one call (transform planning, spectra allocation) that makes FFT lose on
 # small problems whatever their flop count; GEMM's column set-up is far cheaper.
 FFT_CALL_SECONDS = 3e-4
@@ -39,8 +45,10 @@ def gemm_seconds(geo: ConvGeometry, itemsize: int) -> float:
 
 def fft_seconds(geo: ConvGeometry) -> float:
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
-    flops = fft_flops(geo.batch, geo.in_channels, geo.out_channels, geo.groups, padded)
-    return FFT_CALL_SECONDS + flops / FFT_FLOPS_PER_S
+    args = (geo.batch, geo.in_channels, geo.out_channels, geo.groups, padded)
+    products = spectral_product_flops(*args)
+    transforms = fft_flops(*args) - products
+    return FFT_CALL_SECONDS + transforms / FFT_FLOPS_PER_S + products / SPECTRAL_FLOPS_PER_S
 
 
 @lru_cache(maxsize=512)

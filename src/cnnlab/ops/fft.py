@@ -125,11 +125,17 @@ def fft_conv_backward(
     return grad_x, grad_w
 
 
+def spectral_product_flops(batch: int, c_in: int, c_out: int, groups: int,
+                           padded: tuple[int, ...]) -> float:
+    """Real flops of the per-frequency channel contraction (N, C_in) @ (C_in, C_out)."""
+    size = prod(_fft_shape(padded))
+    return float(8 * (size / 2) * batch * c_in * c_out / groups)
+
+
 def fft_flops(batch: int, c_in: int, c_out: int, groups: int, padded: tuple[int, ...]) -> float:
-    """Rough real-flop count of :func:`fft_conv_forward`, for the dispatcher's cost model."""
-    shape = _fft_shape(padded)
-    size = prod(shape)
+    """Rough real-flop count of :func:`fft_conv_forward` (transforms plus the spectral
+    products of :func:`spectral_product_flops`), for the dispatchers' cost models."""
+    size = prod(_fft_shape(padded))
     transforms = (batch * c_in + batch * c_out + c_in * c_out // groups) * 2.5 * size * np.log2(
         max(size, 2))
-    products = 8 * (size / 2) * batch * c_in * c_out / groups
-    return float(transforms + products)
+    return float(transforms + spectral_product_flops(batch, c_in, c_out, groups, padded))
