@@ -49,7 +49,9 @@ def save_checkpoint(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
     from safetensors.numpy import save
 
     record = json.dumps({"schema": SCHEMA, **metadata}, sort_keys=True)
-    contiguous = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+    # np.asarray(order="C"), not np.ascontiguousarray: the latter turns a 0-d array
+    # (BatchNorm's num_batches_tracked) into shape (1,), which then fails to load.
+    contiguous = {name: np.asarray(value, order="C") for name, value in arrays.items()}
     return atomic_write_bytes(path, save(contiguous, metadata={METADATA_KEY: record}))
 
 

@@ -122,12 +122,22 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> None:
         config.validate()
+        info = MODELS.get(config.model)
+        if info is not None and info.task != "classify":
+            # The loop's loss is cross-entropy over classes; a sequence or segmentation
+            # model would fail at its first step with a shape error from cross_entropy.
+            raise ValueError(f"train: model {config.model!r} is a {info.task} model; the "
+                             f"training loop trains classifiers (see `cnnlab models`)")
         self.config = config
         root = np.random.default_rng(config.seed)
         init_rng, data_rng, augment_rng = root.spawn(3)
         train, test = datasets if datasets is not None else load_dataset(config.data)
         required = MODELS[config.model].input_size if config.model in MODELS else None
         if required and tuple(train.x.shape[2:]) != required:
+            if train.x.ndim - 2 != len(required):  # resampling keeps the spatial rank
+                raise ValueError(f"train: model {config.model!r} needs inputs of spatial "
+                                 f"size {required}; dataset {config.data!r} has "
+                                 f"{tuple(train.x.shape[2:])}")
             train, test = _resampled(train, required), _resampled(test, required)
         self.train_set, self.test_set = train, test
         self.x_test, self.y_test = test.x, test.y
@@ -214,7 +224,10 @@ class Trainer:
 
     def _record(self, train_loss: float) -> None:
         test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)
-        self.history.append({"step": self.step, "epoch": self.loader.epoch,
+        # Epochs trained so far (fractional): the loader's epoch index is ambiguous at an
+        # epoch's last batch (still in progress) versus just after it (the next one).
+        epochs = self.step / max(len(self.loader), 1)
+        self.history.append({"step": self.step, "epoch": epochs,
                              "train_loss": train_loss, "test_loss": test_loss,
                              "test_accuracy": test_accuracy})
 
@@ -222,6 +235,11 @@ class Trainer:
         """Train to ``total_steps`` (continuing from the checkpoint when resuming)."""
         if self.config.resume:
             self.restore()
+        elif self.checkpoint_path is not None and self.checkpoint_path.exists():
+            # Never overwrite a run's checkpoint by starting a new run on top of it.
+            raise CheckpointError(
+                f"train: {self.checkpoint_path} already exists; pass --resume to continue "
+                f"that run, or choose another --checkpoint directory")
         config, total = self.config, self.total_steps
         progress = _progress(total, self.step, config.progress, f"{config.model}/{config.data}")
         running, count = 0.0, 0

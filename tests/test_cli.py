@@ -1,0 +1,325 @@
+"""The ``cnnlab`` command line, run in-process through ``cnnlab.cli.main``.
+
+Every subcommand has ``--help``; the worked example prints the lecture's numbers; training
+writes a checkpoint and a metrics file that ``eval`` reads back; bad input gives one line
+``cnnlab: error: ...`` on stderr, exit code 2, and overwrites nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnnlab.cli import COMMANDS, main
+from cnnlab.data import available_datasets, read_idx, write_idx
+from cnnlab.models import MODELS
+from cnnlab.train import load_checkpoint
+from cnnlab.train.checkpoint import save_checkpoint
+
+READY = {name for name, _, ready, _ in available_datasets() if ready}
+needs_mnist1d = pytest.mark.skipif("mnist1d" not in READY, reason="mnist1d not available")
+
+# The lecture's "Pooling" slide: feature map of the 6x6 input under the 3x3 "X" filter
+# (same-size output), and its 2x2 max pooling.
+LECTURE_FEATURE_MAP = [[6, 8, 6, 3, 1, 0], [9, 13, 10, 5, 2, 0], [9, 14, 11, 6, 3, 0],
+                       [9, 13, 11, 6, 2, 0], [8, 13, 10, 5, 3, 0], [6, 7, 5, 3, 1, 0]]
+LECTURE_POOLED = [[13, 10, 2], [14, 11, 3], [13, 10, 3]]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, out: str, err: str, pattern: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("cnnlab: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in out + err
+
+
+# -- help and listings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(capsys, command):
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cnnlab{'' if command is None else ' ' + command}")
+    if command is None:
+        assert all(name in out for name in COMMANDS)
+
+
+def test_python_dash_m_help():
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "--help"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "usage: cnnlab" in done.stdout and "train" in done.stdout
+
+
+def _grid_after(out: str, title: str, rows: int) -> list[list[float]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    return [[float(v) for v in line.split()] for line in lines[start + 1:start + 1 + rows]]
+
+
+def test_example_prints_the_lectures_numbers(capsys):
+    code, out, err = run(capsys, "example")
+    assert code == 0 and err == ""
+    assert _grid_after(out, "Feature map = conv2d", 6) == LECTURE_FEATURE_MAP
+    assert _grid_after(out, "2x2 max pooling", 3) == LECTURE_POOLED
+    assert "Shift-equivariance" in out and ": yes" in out
+
+
+def test_arith_lenet_stack(capsys):
+    code, out, _ = run(capsys, "arith", "--input-size", "28,28", "conv:k=5,p=2", "pool:k=2",
+                       "conv:k=5", "pool:k=2")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s*\d+ (conv|pool)", line)]
+    # LeNet-5: 28 -> 28 (pad 2) -> 14 -> 10 -> 5; receptive fields 5, 6, 14, 16 pixels.
+    assert [row[6] for row in rows] == ["28x28", "14x14", "10x10", "5x5"]
+    assert [row[7] for row in rows] == ["5", "6", "14", "16"]
+    assert [row[8] for row in rows] == ["1", "2", "2", "4"]
+
+
+def test_arith_bad_layer(capsys):
+    assert_one_line_error(*run(capsys, "arith", "bogus:k=3"), r"layer kind must be one of")
+    assert_one_line_error(*run(capsys, "arith", "--input-size", "4", "conv:k=7"),
+                          r"arith: layer 0 \(conv\) gives output size")
+
+
+def test_models_lists_every_model(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[1:len(MODELS) + 1]]
+    assert names == list(MODELS)
+
+
+def test_datasets_lists_the_builtins(capsys):
+    code, out, _ = run(capsys, "datasets")
+    assert code == 0
+    for name in ("mnist1d", "digits", "mnist5k"):
+        assert re.search(rf"^{name}\s+(yes|no)\s", out, flags=re.MULTILINE), name
+
+
+# -- train and eval ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``cnnlab train --data mnist1d --model cnn --steps 50 ...``, run once."""
+    if "mnist1d" not in READY:
+        pytest.skip("mnist1d not available")
+    root = tmp_path_factory.mktemp("cli")
+    folder, metrics = root / "ckpt", root / "metrics.json"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["train", "--data", "mnist1d", "--model", "cnn", "--steps", "50",
+                     "--checkpoint", str(folder), "--metrics-out", str(metrics),
+                     "--no-progress"])
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "folder": folder,
+            "metrics": metrics, "root": root}
+
+
+def test_train_writes_checkpoint_and_metrics(trained):
+    assert trained["code"] == 0, trained["err"]
+    assert trained["err"] == ""
+    assert re.match(r"mnist1d-cnn on mnist1d: test accuracy 0\.\d{4}, test loss \d+\.\d{4}, "
+                    r"5,210 parameters, 50 steps in \d+\.\d s", trained["out"])
+    assert sorted(p.name for p in trained["folder"].iterdir()) == ["checkpoint.safetensors"]
+    _, metadata = load_checkpoint(trained["folder"] / "checkpoint.safetensors")
+    assert metadata["step"] == 50 and metadata["model"] == "mnist1d-cnn"
+    metrics = json.loads(trained["metrics"].read_text())
+    assert metrics["steps"] == 50 and metrics["params"] == 5210
+    assert metrics["test_accuracy"] > 0.2 and metrics["train_seconds"] > 0
+    assert metrics["config"]["lr"] == 1e-2  # the MNIST-1D recipe
+
+
+@pytest.mark.parametrize("target", ["folder", "file"])
+def test_eval_reads_the_checkpoint(capsys, trained, target):
+    path = trained["folder"]
+    if target == "file":
+        path = path / "checkpoint.safetensors"
+    code, out, err = run(capsys, "eval", "--checkpoint", str(path))
+    assert code == 0, err
+    accuracy = json.loads(trained["metrics"].read_text())["test_accuracy"]
+    assert out.strip() == (f"mnist1d-cnn on mnist1d (step 50): test accuracy {accuracy:.4f}, "
+                           f"test loss {out.split('test loss ')[1].strip()}")
+
+
+# -- errors: one line, exit 2, nothing overwritten --------------------------------------------
+
+
+@pytest.fixture()
+def workspace(trained, tmp_path):
+    """A copy of the trained checkpoint folder and metrics file, with their bytes."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(trained["folder"], folder)
+    metrics = tmp_path / "metrics.json"
+    shutil.copy(trained["metrics"], metrics)
+    files = [folder / "checkpoint.safetensors", metrics]
+    return {"folder": folder, "metrics": metrics,
+            "bytes": {path: path.read_bytes() for path in files}}
+
+
+def assert_untouched(workspace) -> None:
+    for path, payload in workspace["bytes"].items():
+        assert path.read_bytes() == payload, f"{path} was changed"
+    assert sorted(p.name for p in workspace["folder"].iterdir()) == ["checkpoint.safetensors"]
+
+
+BAD_TRAIN = [
+    (["--data", "nope", "--model", "cnn"], r"no standard CNN for dataset 'nope'"),
+    (["--data", "nope", "--model", "mlp"], r"load_dataset: name must be one of .*'nope'"),
+    (["--data", "mnist1d", "--model", "nope"], r"build_model: model must be one of .*'nope'"),
+    (["--data", "mnist1d", "--model", "cnn", "--lr", "-0.1"], r"train: lr must be > 0"),
+    (["--data", "mnist1d", "--model", "cnn", "--batch-size", "0"],
+     r"train: batch-size must be >= 1, got 0"),
+    (["--data", "mnist1d", "--model", "cnn", "--steps", "-5"], r"train: steps must be >= 1"),
+    (["--data", "mnist1d", "--model", "wavenet"], r"'wavenet' is a sequence model"),
+    (["--data", "mnist1d", "--model", "lenet1989"],
+     r"train: model 'lenet1989' needs inputs of spatial size \(16, 16\); dataset 'mnist1d' "
+     r"has \(40,\)"),
+    (["--data", "mnist1d", "--model", "mlp", "--resume"],
+     r"is a checkpoint of model 'mnist1d-cnn', not 'mlp'"),
+]
+
+
+@needs_mnist1d
+@pytest.mark.parametrize(("options", "message"), BAD_TRAIN,
+                         ids=["unknown-data-cnn", "unknown-data-mlp", "unknown-model",
+                              "negative-lr", "zero-batch", "negative-steps", "not-classifier",
+                              "wrong-rank", "other-architecture"])
+def test_bad_train_input(capsys, workspace, options, message):
+    argv = ["train", *options, "--steps", "3", "--no-progress",
+            "--checkpoint", str(workspace["folder"]), "--metrics-out", str(workspace["metrics"])]
+    if "--steps" in options:  # the option given in the case wins
+        argv = ["train", *options, "--no-progress", "--checkpoint", str(workspace["folder"]),
+                "--metrics-out", str(workspace["metrics"])]
+    assert_one_line_error(*run(capsys, *argv), message)
+    assert_untouched(workspace)
+
+
+@needs_mnist1d
+def test_corrupt_checkpoint_on_resume_is_left_as_it_was(capsys, workspace):
+    path = workspace["folder"] / "checkpoint.safetensors"
+    corrupt = path.read_bytes()[: path.stat().st_size // 3]
+    path.write_bytes(corrupt)
+    workspace["bytes"][path] = corrupt
+    code, out, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps", "60",
+                         "--resume", "--checkpoint", str(workspace["folder"]),
+                         "--metrics-out", str(workspace["metrics"]), "--no-progress")
+    assert_one_line_error(code, out, err, r"checkpoint\.safetensors is not a readable "
+                                          r"safetensors checkpoint")
+    assert_untouched(workspace)
+
+
+@needs_mnist1d
+def test_resume_needs_a_checkpoint_folder(capsys):
+    assert_one_line_error(*run(capsys, "train", "--data", "mnist1d", "--model", "cnn",
+                               "--resume", "--steps", "2", "--no-progress"),
+                          r"train: --resume needs --checkpoint DIR")
+
+
+@needs_mnist1d
+def test_eval_of_a_corrupt_or_missing_checkpoint(capsys, workspace, tmp_path):
+    assert_one_line_error(*run(capsys, "eval", "--checkpoint", str(tmp_path / "none")),
+                          r"load_checkpoint: no checkpoint file at .*none")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(*run(capsys, "eval", "--checkpoint", str(junk)),
+                          r"junk\.safetensors is not a readable safetensors checkpoint")
+    assert junk.read_bytes() == b"not a checkpoint"
+
+
+@needs_mnist1d
+def test_eval_of_a_checkpoint_from_another_architecture(capsys, workspace, tmp_path):
+    # cnn weights under a record that claims the MLP: eval must refuse, not misload.
+    arrays, metadata = load_checkpoint(workspace["folder"] / "checkpoint.safetensors")
+    metadata.pop("schema")
+    metadata["model"] = "mlp"
+    metadata["config"]["model"] = "mlp"
+    path = tmp_path / "mislabelled.safetensors"
+    save_checkpoint(path, arrays, metadata)
+    payload = path.read_bytes()
+    assert_one_line_error(*run(capsys, "eval", "--checkpoint", str(path)),
+                          r"eval: .*mislabelled\.safetensors does not fit mlp")
+    assert path.read_bytes() == payload
+
+
+def test_truncated_idx_file(tmp_path):
+    # Library level: the IDX reader behind `load_mnist_idx` names the file and the sizes.
+    path = tmp_path / "images-idx3-ubyte"
+    write_idx(path, np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4))
+    np.testing.assert_array_equal(read_idx(path)[1, 0], [16, 17, 18, 19])
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match=r"read_idx: .*images-idx3-ubyte is truncated: dims "
+                                         r"\(2, 4, 4\) of uint8 need 32 payload bytes, got 27"):
+        read_idx(path)
+    zipped = tmp_path / "labels.gz"
+    zipped.write_bytes(gzip.compress(bytes(range(30)))[:-6])
+    with pytest.raises(ValueError, match=r"read_idx: .*labels\.gz is a damaged or truncated "
+                                         r"gzip file"):
+        read_idx(zipped)
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+def test_demo_report_for_one_dataset(capsys, tmp_path):
+    # The fast path of the demo below: one dataset, the same report machinery.
+    from cnnlab.demo import run_demo
+
+    if "mnist1d" not in READY:
+        pytest.skip("mnist1d not available")
+    report = tmp_path / "report"
+    rows = run_demo(report, quick=True, progress=False, runs=(("mnist1d", ("mlp", "cnn"), 4),))
+    out = capsys.readouterr().out
+    assert [r["model"] for r in rows] == ["mlp", "mnist1d-cnn"]
+    assert sorted(p.name for p in report.iterdir()) == [
+        "curves_mnist1d.png", "filters_mnist1d_mnist1d-cnn.png", "index.html",
+        "results.json", "summary.txt"]
+    assert "shifted acc" in out and (report / "summary.txt").read_text() in out + "\n"
+    for row in rows:
+        assert 0 <= row["shifted_accuracy"] <= 1 and row["params"] > 0
+
+
+# 10 s on an idle 2-core machine, 30-45 s when it is shared (LeNet-5 on 28x28 MNIST).
+@pytest.mark.slow
+def test_demo_quick_writes_a_report(capsys, tmp_path):
+    missing = {"mnist1d", "mnist5k"} - READY
+    if missing:
+        pytest.skip(f"demo needs {sorted(missing)}")
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "demo", "--quick", "--report", str(report), "--no-progress")
+    assert code == 0, err
+    names = sorted(p.name for p in report.iterdir())
+    assert names == ["curves_mnist1d.png", "curves_mnist5k.png",
+                     "filters_mnist1d_mnist1d-cnn.png", "filters_mnist5k_lenet5.png",
+                     "index.html", "results.json", "summary.txt"]
+    for name in names:
+        if name.endswith(".png"):
+            assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    page = (report / "index.html").read_text()
+    assert all(f"src='{name}'" in page for name in names if name.endswith(".png"))
+    rows = json.loads((report / "results.json").read_text())
+    assert [(r["data"], r["model"]) for r in rows] == [
+        ("mnist1d", "mlp"), ("mnist1d", "mnist1d-cnn"), ("mnist5k", "mlp"),
+        ("mnist5k", "lenet5")]
+    assert all(r["steps"] == 300 for r in rows)
+    assert "Report written to" in out
