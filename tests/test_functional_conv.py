@@ -845,3 +845,28 @@ def test_tolerance_table_is_tight():
     """Guard against loosening: float64 ~1e-10 relative, float32 ~1e-4."""
     assert tolerance(np.float64) == (1e-10, 1e-10)
     assert tolerance(np.float32) == (1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((1, 1, 9), {"stride": 3}),                      # crop-free grid, N = C_out = 1
+    ((2, 3, 8, 8), {"padding": 1}),
+    ((2, 2, 9), {"stride": 2, "dilation": 2}),
+])
+def test_results_never_alias_the_reused_workspace(shape, kwargs):
+    """The GEMM path reuses scratch buffers between calls; a result must survive the next
+    call (with different data) unchanged, forward and backward."""
+    rng = np.random.default_rng(0)
+    nd = len(shape) - 2
+    conv = getattr(F, f"conv{nd}d")
+    w = rng.standard_normal((1, shape[1]) + (3,) * nd)
+    x1, x2 = rng.standard_normal(shape), rng.standard_normal(shape)
+    xt = Tensor(x1, requires_grad=True)
+    wt = Tensor(w, requires_grad=True)
+    y1 = conv(xt, wt, algorithm="gemm", **kwargs)
+    y1.backward(np.ones(y1.shape))
+    saved = (y1.data.copy(), xt.grad.copy(), wt.grad.copy())
+    other = Tensor(x2, requires_grad=True)
+    y2 = conv(other, Tensor(w * 2, requires_grad=True), algorithm="gemm", **kwargs)
+    y2.backward(np.full(y2.shape, 3.0))
+    for before, after in zip(saved, (y1.data, xt.grad, wt.grad)):
+        np.testing.assert_array_equal(before, after)
