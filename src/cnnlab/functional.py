@@ -47,6 +47,8 @@ from .ops.pool import (
     lp_pool_nd_backward,
     max_pool_nd,
     max_pool_nd_backward,
+    max_pool_taps,
+    max_pool_taps_backward,
     max_unpool_nd,
     max_unpool_nd_backward,
 )
@@ -434,10 +436,12 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     x_arr, unbatched = _batched(_float_arrays(fn, input=x)["input"], spatial_dims, fn)
     in_spatial = x_arr.shape[2:]
     spec = _pool_spec(in_spatial, kernel_size, stride, padding, dilation, ceil_mode, fn)
+    if not return_indices:
+        out, arg = max_pool_taps(x_arr, spec)
+        return _unary_op(out, x, unbatched,
+                         lambda g: max_pool_taps_backward(g, out, arg, in_spatial, spec))
     out, indices = max_pool_nd(x_arr, spec)
     y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial))
-    if not return_indices:
-        return y
     return y, _like_input(x, indices[0] if unbatched else indices)
 
 

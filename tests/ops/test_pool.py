@@ -452,3 +452,20 @@ def test_max_unpool_errors() -> None:
         cf.max_unpool2d(x, indices[..., :1], 2)
     with pytest.raises(TypeError, match=r"max_unpool2d: indices must be an integer array"):
         cf.max_unpool2d(x, indices.astype(float), 2)
+
+
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2,
+                                                        "padding": 1}])
+def test_max_pool_nan_gradient_reaches_only_the_chosen_input(kwargs):
+    """A NaN upstream gradient goes to its window's argmax only, as in torch (a masked
+    product would leak NaN * 0 = NaN to every tap)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6))
+    ours = Tensor(x, requires_grad=True)
+    y = cf.max_pool2d(ours, **kwargs)
+    g = np.ones(y.shape)
+    g[0, 0, 1, 1] = np.nan
+    y.backward(g)
+    theirs = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(theirs, **kwargs).backward(torch.tensor(g))
+    np.testing.assert_array_equal(np.isnan(ours.grad), np.isnan(theirs.grad.numpy()))
+    np.testing.assert_allclose(np.nan_to_num(ours.grad), np.nan_to_num(theirs.grad.numpy()))

@@ -11,6 +11,7 @@ per-dimension tuples, validated by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from math import comb
 
 import numpy as np
@@ -80,12 +81,7 @@ def gather_flat(source: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def _argmax_like_torch(columns: np.ndarray) -> np.ndarray:
-    """Argmax over the last axis with PyTorch's tie rules.
-
-    PyTorch scans a window in order and takes a value when ``val > max or isnan(val)``
-    (aten/src/ATen/native/cpu/MaxPoolKernel.cpp): ties go to the first maximum, and a
-    window holding NaN returns its LAST NaN (so NaN propagates, as ``np.max`` does).
-    """
+    """Argmax over the last axis with PyTorch's scan rule (see :func:`_window_max`)."""
     arg = np.argmax(columns, axis=-1)
     nan = np.isnan(columns)
     if nan.any():
@@ -95,21 +91,82 @@ def _argmax_like_torch(columns: np.ndarray) -> np.ndarray:
     return arg
 
 
+def _window_max(padded: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(max, kernel-tap index of the max) per window, with PyTorch's scan rule.
+
+    PyTorch scans a window in order and takes a value when ``val > max or isnan(val)``
+    (aten/src/ATen/native/cpu/MaxPoolKernel.cpp): ties go to the first maximum, and a
+    window holding NaN returns its LAST NaN (so NaN propagates). One strided slice per
+    kernel tap (``prod(kernel)`` vectorised passes), no window copy.
+    """
+    has_nan = bool(np.isnan(padded).any())
+    out = arg = None
+    taps = product(*(range(k) for k in spec.kernel))
+    for index, tap in enumerate(taps):
+        view = padded[(Ellipsis, *(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in
+                                   zip(tap, spec.dilation, spec.stride, spec.out_spatial)))]
+        if out is None:
+            out = view.copy()
+            arg = np.zeros(out.shape, dtype=np.int16 if prod(spec.kernel) < 2**15 else np.int64)
+            continue
+        better = view > out
+        if has_nan:
+            better |= np.isnan(view)
+        np.copyto(out, view, where=better)
+        np.copyto(arg, index, where=better)
+    return out, arg
+
+
+def max_pool_taps(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, C, *spatial) -> (max (N, C, *out), kernel-tap index of each max (N, C, *out)).
+
+    The cheap form for training: the tap index is all :func:`max_pool_taps_backward` needs;
+    :func:`max_pool_nd` turns it into PyTorch's flat indices when they are asked for.
+    """
+    pads = window_padding(x.shape[2:], spec.padding, spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    return _window_max(pad_forward(x, pads, "zeros", value=-np.inf), spec)
+
+
+def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, arg: np.ndarray,
+                           in_spatial: tuple[int, ...], spec: PoolSpec) -> np.ndarray:
+    """VJP of :func:`max_pool_taps`: per kernel tap, the outputs that chose it send their
+    gradient to that tap's strided slice (overlapping windows add up)."""
+    if np.isneginf(out).any():
+        # -inf windows take PyTorch's "first in-bounds tap" index; use the exact path.
+        _, indices = _flat_indices(out, arg, in_spatial, spec)
+        return scatter_flat(grad, indices, in_spatial)
+    pads = window_padding(in_spatial, spec.padding, spec.kernel, spec.stride, spec.dilation,
+                          spec.out_spatial)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads))
+    grad_padded = np.zeros(grad.shape[:2] + padded, dtype=grad.dtype)
+    # Windows that do not overlap (stride >= dilated kernel) write disjoint slices.
+    disjoint = all(s >= d * (k - 1) + 1
+                   for s, d, k in zip(spec.stride, spec.dilation, spec.kernel))
+    for index, tap in enumerate(product(*(range(k) for k in spec.kernel))):
+        window = grad_padded[(Ellipsis, *(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                          for t, d, s, o in zip(tap, spec.dilation,
+                                                                spec.stride, spec.out_spatial)))]
+        chosen = arg == index  # where=, not a product: a NaN gradient must not leak
+        if disjoint:
+            np.copyto(window, grad, where=chosen)
+        else:
+            window += np.where(chosen, grad, np.zeros((), grad.dtype))
+    return pad_backward(grad_padded, pads)
+
+
 def max_pool_nd(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
     """x (N, C, *spatial) -> (max (N, C, *out), flat input indices (N, C, *out) int64).
 
     Padding is -inf. ``indices[n, c, o]`` is the row-major index into ``spatial`` of the
     chosen element, as ``torch.nn.functional.max_pool*d(..., return_indices=True)``.
     """
-    ndim = len(spec.kernel)
-    in_spatial = x.shape[2:]
-    pads = window_padding(in_spatial, spec.padding, spec.kernel, spec.stride, spec.dilation,
-                          spec.out_spatial)
-    padded = pad_forward(x, pads, "zeros", value=-np.inf)
-    windows = window_view(padded, spec.kernel, spec.stride, spec.dilation, spec.out_spatial)
-    columns = windows.reshape(*windows.shape[: 2 + ndim], prod(spec.kernel))
-    arg = _argmax_like_torch(columns)
-    out = np.take_along_axis(columns, arg[..., None], axis=-1)[..., 0]
+    out, arg = max_pool_taps(x, spec)
+    return _flat_indices(out, arg, x.shape[2:], spec)
+
+
+def _flat_indices(out: np.ndarray, arg: np.ndarray, in_spatial: tuple[int, ...],
+                  spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.unravel_index(arg, spec.kernel)
     # A window whose max is -inf (all -inf, or padding only) keeps PyTorch's initial index:
     # its first in-bounds tap, k = ceil(max(-start, 0) / d) per axis.
