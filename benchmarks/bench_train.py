@@ -88,6 +88,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from cnnlab._memory import tune_allocator
+
+    # As `cnnlab train` does; one process, so PyTorch gets the same allocator settings.
+    tune_allocator()
+
     rows = []
     for data, model, overrides in [("mnist1d", "cnn", {}), ("mnist1d", "mlp", {}),
                                    ("mnist1d", "logistic", {}),

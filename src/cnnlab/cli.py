@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._memory import tune_allocator
+
 # The lecture's worked example ("Pooling" slide): 6x6 input, 3x3 filter, same-size output.
 LECTURE_INPUT = np.array(
     [[3, 3, 2, 1, 0, 0],
@@ -136,6 +138,7 @@ def _train_config(args: argparse.Namespace):
     return default_config(
         args.data, args.model, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer,
+        schedule=args.schedule,
         weight_decay=args.weight_decay, augment_shift=args.augment_shift,
         checkpoint_dir=args.checkpoint, resume=args.resume or None,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
@@ -215,6 +218,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="mini-batch size")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="optimizer")
+    parser.add_argument("--schedule", choices=("constant", "cosine", "onecycle"),
+                        help="learning-rate schedule over the run (default constant)")
     parser.add_argument("--weight-decay", type=float, help="weight decay")
     parser.add_argument("--augment-shift", type=int,
                         help="random translation of training inputs by up to this many pixels")
@@ -275,6 +280,7 @@ COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()  # reuse freed activation memory instead of page-faulting it back
     try:
         COMMANDS[args.command](args)
     except (ValueError, TypeError, RuntimeError, ImportError, OSError) as error:

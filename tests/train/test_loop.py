@@ -124,13 +124,15 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path, stop, optimizer, shi
     assert _stray_files(folder) == []
 
 
-@pytest.mark.parametrize("crash_at", [8, 11])
+@pytest.mark.parametrize(("crash_at", "schedule"), [(8, "constant"), (11, "constant"),
+                                                   (8, "cosine"), (11, "onecycle")])
 def test_resume_after_a_crash_reaches_the_uninterrupted_weights(tmp_path, monkeypatch,
-                                                                crash_at):
+                                                                crash_at, schedule):
     # The run dies inside step ``crash_at``; the last checkpoint is from step 6 (every 3
-    # steps) or 10 (the end of epoch 2), and resuming replays the lost steps exactly.
+    # steps) or 10 (the end of epoch 2), and resuming replays the lost steps exactly,
+    # learning-rate schedule included.
     total = 14
-    common = {"augment_shift": 2, "seed": 5}
+    common = {"augment_shift": 2, "seed": 5, "schedule": schedule}
     reference = _run(steps=total, **common)
 
     folder = tmp_path / "run"

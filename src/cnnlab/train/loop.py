@@ -27,6 +27,7 @@ from ..data import ArrayDataset, DataLoader, load_dataset
 from ..data.transforms import RandomTranslate
 from ..models import MODELS, build_model
 from ..optim import SGD, Adam, AdamW
+from ..optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 from .checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -80,6 +81,15 @@ def _make_optimizer(config: TrainConfig, model: nn.Module):
     if config.optimizer == "adamw":
         return AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(config: TrainConfig, optimizer: Any, total_steps: int):
+    """Per-step learning-rate schedule (None for a constant rate)."""
+    if config.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "onecycle":
+        return OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+    return None
 
 
 def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -149,6 +159,7 @@ class Trainer:
         self.loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
                                  drop_last=False, rng=data_rng, transform=transform)
         self.optimizer = _make_optimizer(config, self.model)
+        self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -172,6 +183,7 @@ class Trainer:
             "config": asdict(self.config), "model": self.config.model,
             "data": self.config.data, "step": self.step, "history": self.history,
             "train_seconds": self.train_seconds, "optim": optim_plain, "loader": loader_plain,
+            "scheduler": _jsonable(self.scheduler.state_dict()) if self.scheduler else None,
         }
         save_checkpoint(path, arrays, metadata)
 
@@ -195,6 +207,8 @@ class Trainer:
                                                     metadata["optim"]))
         self.loader.load_state_dict(_merge_state(split_prefix(arrays, "data"),
                                                  metadata["loader"]))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(metadata["scheduler"])
         self.step = int(metadata["step"])
         self.history = list(metadata["history"])
         self.train_seconds = float(metadata["train_seconds"])
@@ -220,6 +234,8 @@ class Trainer:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return value
 
     def _record(self, train_loss: float) -> None:

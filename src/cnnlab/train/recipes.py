@@ -13,6 +13,7 @@ from typing import Any
 STANDARD_CNN = {"mnist1d": "mnist1d-cnn", "digits": "digits-cnn", "mnist5k": "lenet5"}
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     optimizer: str = "adam"
+    schedule: str = "constant"
     weight_decay: float = 0.0
     seed: int = 0
     augment_shift: int = 0
@@ -56,6 +58,8 @@ class TrainConfig:
             or _fail(f"weight-decay must be >= 0, got {self.weight_decay}"),
             self.optimizer in OPTIMIZERS
             or _fail(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            self.schedule in SCHEDULES
+            or _fail(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             self.augment_shift >= 0
             or _fail(f"augment-shift must be >= 0, got {self.augment_shift}"),
             self.checkpoint_every >= 1

@@ -80,5 +80,5 @@ def plot_filters(weight: np.ndarray, path: str | os.PathLike[str], title: str = 
             ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(str(index), fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0 + 0.12 / rows)  # above the tiles' own titles
     return _save(fig, path)
