@@ -122,3 +122,24 @@ def finite_difference_grad(fn: Callable[..., np.ndarray], arrays: Sequence[np.nd
             flat_grad[i] = (plus - minus) / (2 * eps)
         grads.append(grad)
     return grads
+
+
+def check_array_and_tensor(ours: Callable, theirs: Callable, x: np.ndarray,
+                           rng: np.random.Generator, grad: bool = True) -> np.ndarray:
+    """:func:`check_op` on one input, plus the NumPy path: an array in gives an array of
+    the same dtype out, equal to the Tensor result."""
+    out = check_op(ours, theirs, [x], grad=grad, rng=rng)
+    array_out = ours(x)
+    assert isinstance(array_out, np.ndarray) and array_out.dtype == x.dtype
+    np.testing.assert_array_equal(array_out, out)
+    return out
+
+
+def numeric_grad_check(fn: Callable, x: np.ndarray, rng: np.random.Generator,
+                       eps: float = 1e-6, tol: float = 1e-7) -> None:
+    """Central differences of <fn(x), g> against the VJP, in float64."""
+    g = rng.standard_normal(np.shape(fn(x)))
+    x_t = Tensor(x, requires_grad=True)
+    fn(x_t).backward(g)
+    (numeric,) = finite_difference_grad(lambda v: np.sum(fn(v) * g), [x], eps=eps)
+    np.testing.assert_allclose(x_t.grad, numeric, rtol=tol, atol=tol)

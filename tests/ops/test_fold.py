@@ -16,35 +16,13 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _check import check_op as oracle_check
-from _check import finite_difference_grad
-from cnnlab import Tensor
+from _check import check_array_and_tensor as check_op
+from _check import numeric_grad_check
 from cnnlab import functional as cf
 
 
 def _close(ours: np.ndarray, expected: np.ndarray, tol: float = 1e-10) -> None:
     np.testing.assert_allclose(ours, expected, rtol=tol, atol=tol, equal_nan=True)
-
-
-def check_op(ours: Callable, theirs: Callable, x: np.ndarray, rng: np.random.Generator,
-             grad: bool = True) -> np.ndarray:
-    """The shared torch oracle (Tensor forward and backward), plus the NumPy path: an array
-    in gives an array of the same dtype out, equal to the Tensor result."""
-    out = oracle_check(ours, theirs, [x], grad=grad, rng=rng)
-    array_out = ours(x)
-    assert isinstance(array_out, np.ndarray) and array_out.dtype == x.dtype
-    np.testing.assert_array_equal(array_out, out)
-    return out
-
-
-def numeric_grad_check(fn: Callable, x: np.ndarray, rng: np.random.Generator,
-                       eps: float = 1e-6, tol: float = 1e-7) -> None:
-    """Central differences of <fn(x), g> against the VJP, in float64."""
-    g = rng.standard_normal(np.shape(fn(x)))
-    x_t = Tensor(x, requires_grad=True)
-    fn(x_t).backward(g)
-    (numeric,) = finite_difference_grad(lambda v: np.sum(fn(v) * g), [x], eps=eps)
-    np.testing.assert_allclose(x_t.grad, numeric, rtol=tol, atol=tol)
 
 
 @st.composite
