@@ -50,12 +50,17 @@ def run_example(out: object = None) -> dict[str, np.ndarray]:
     write(_grid("2x2 max pooling of the feature map = max_pool2d(feature, 2):", pooled[0, 0]))
     write(_grid("Input shifted one pixel to the right (zero fill):", shifted[0, 0]))
     write(_grid("Feature map of the shifted input:", feature_shifted[0, 0]))
-    inner = slice(2, -1)  # columns whose windows see no border effect in either map
-    same = np.array_equal(feature_shifted[..., inner], feature[..., 1:-2])
+    # T(conv(x)): the original feature map shifted right with zero fill, as x was.
+    shifted_feature = np.zeros_like(feature)
+    shifted_feature[..., 1:] = feature[..., :-1]
+    agree = np.all(shifted_feature == feature_shifted, axis=(0, 1, 2))
+    columns = ", ".join(str(c) for c in np.flatnonzero(agree))
+    differ = ", ".join(str(c) for c in np.flatnonzero(~agree)) or "none"
     write(
-        "\nShift-equivariance: conv(shift(x)) == shift(conv(x)) away from the border: "
-        f"{'yes' if same else 'NO'} (columns 2..4 of the shifted map equal columns 1..3 "
-        "of the original; the border columns differ because zero padding is not periodic)."
+        "\nShift-equivariance, conv(T x) == T conv(x): the two maps agree in columns "
+        f"{columns} and differ in column(s) {differ}: the border, where zero padding "
+        "is not periodic (with padding_mode='circular' and a circular shift they agree "
+        "everywhere)."
     )
     return {"feature": feature[0, 0], "pooled": pooled[0, 0],
             "feature_shifted": feature_shifted[0, 0]}
