@@ -870,3 +870,37 @@ def test_results_never_alias_the_reused_workspace(shape, kwargs):
     y2.backward(np.full(y2.shape, 3.0))
     for before, after in zip(saved, (y1.data, xt.grad, wt.grad)):
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "fft", "auto"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_samples_no_window_reads_leave_gradients_finite(algorithm, bad):
+    """The GEMM grid also visits positions that are no output; their zero gradient times
+    a NaN/inf input (or weight) must not turn into NaN where torch has finite values."""
+    x = np.arange(12.0).reshape(1, 1, 12)
+    x[0, 0, 11] = bad  # k=3, stride 2: windows start at 0..8, so sample 11 is never read
+    w = np.array([[[1.0, 2.0, 3.0]]])
+    ours_x, ours_w = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    F.conv1d(ours_x, ours_w, stride=2, algorithm=algorithm).sum().backward()
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    TF.conv1d(tx, tw, stride=2).sum().backward()
+    np.testing.assert_array_equal(ours_w.grad, tw.grad.numpy())
+    np.testing.assert_array_equal(ours_x.grad, tx.grad.numpy())
+    # A non-finite weight: input samples that no window reads get exactly 0, as in torch.
+    w_bad = np.array([[[1.0, bad, 1.0]]])
+    ours_x = Tensor(np.ones((1, 1, 6)), requires_grad=True)
+    F.conv1d(ours_x, Tensor(w_bad), stride=2, algorithm=algorithm).sum().backward()
+    tx = torch.tensor(np.ones((1, 1, 6)), requires_grad=True)
+    TF.conv1d(tx, torch.tensor(w_bad), stride=2).sum().backward()
+    np.testing.assert_array_equal(ours_x.grad, tx.grad.numpy())
+
+
+def test_transposed_conv_with_an_infinite_weight_matches_torch():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 5, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    w[0, 0, 1, 1] = np.inf
+    ours = F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
+    theirs = TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), stride=2, padding=1,
+                                 output_padding=1).numpy()
+    assert_close(ours, theirs, atol=1e-12, rtol=1e-12, what="conv_transpose2d")

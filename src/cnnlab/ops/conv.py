@@ -29,6 +29,8 @@ from itertools import product
 import numpy as np
 
 from ._args import PadPairs, ceil_div, conv_output_shape, prod
+from .pad import pad_backward, pad_forward
+from .windows import window_adjoint, window_view
 
 # Upper bound on one chunk's im2col buffer (and its gradient). 8 MiB keeps a chunk and the
 # weight within the L3 share of one core pair while leaving GEMMs wide enough to run at
@@ -322,6 +324,8 @@ def conv_backward(
     """
     if is_pointwise(geo):
         return _pointwise_backward(x, w, gy, geo, need_input, need_weight)
+    if (need_weight and not _all_finite(x)) or (need_input and not _all_finite(w)):
+        return _window_backward(x, w, gy, geo, need_input, need_weight)
     groups, taps = geo.groups, len(geo.tap_offset)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     dtype = gy.dtype
@@ -356,4 +360,45 @@ def conv_backward(
         grad_w = (grad_wm.reshape(groups, c_out_g, taps, c_in_g).transpose(0, 1, 3, 2)
                   .reshape(w.shape))
         grad_w = np.ascontiguousarray(grad_w)
+    return grad_x, grad_w
+
+
+# ---------------------------------------------------------------------------------------
+# Exact fallback for non-finite operands. The GEMM path also multiplies the zero gradient
+# of grid positions that are no output (row tails, skipped stride phases) by input samples
+# or weights; 0 * NaN or 0 * inf is NaN, which IEEE arithmetic of the real convolution
+# never forms. With a NaN/inf in x (for grad_w) or in w (for grad_x), the VJPs are instead
+# contracted over the true windows only (slower, rare).
+
+
+def _all_finite(a: np.ndarray | None) -> bool:
+    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: then we only
+    # take the slower exact path).
+    return a is None or bool(np.isfinite(np.sum(a, dtype=np.float64)))
+
+
+def _window_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray, geo: ConvGeometry,
+                     need_input: bool, need_weight: bool
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """:func:`conv_backward` by einsum over ``window_view`` windows: (N, g, C/g, *o, *k)."""
+    ndim, groups = len(geo.kernel), geo.groups
+    out_spatial = gy.shape[2:]  # may be smaller than geo.out_spatial (transposed conv)
+    o_axes, k_axes = "pqr"[:ndim], "uvw"[:ndim]
+    gy_g = gy.reshape(geo.batch, groups, geo.out_channels // groups, *out_spatial)
+    w_g = w.reshape(groups, geo.out_channels // groups, *w.shape[1:])
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
+    grad_x = grad_w = None
+    if need_weight:
+        xp = pad_forward(x, geo.padding, "zeros")
+        windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, out_spatial)
+        windows = windows.reshape(geo.batch, groups, geo.in_channels // groups,
+                                  *windows.shape[2:])
+        grad_w = np.einsum(f"ngc{o_axes}{k_axes},ngf{o_axes}->gfc{k_axes}", windows, gy_g)
+        grad_w = grad_w.reshape(w.shape).astype(gy.dtype, copy=False)
+    if need_input:
+        grad_windows = np.einsum(f"ngf{o_axes},gfc{k_axes}->ngc{o_axes}{k_axes}", gy_g, w_g)
+        grad_windows = grad_windows.reshape(geo.batch, geo.in_channels, *out_spatial,
+                                            *geo.kernel)
+        grad_xp = window_adjoint(grad_windows, padded, geo.stride, geo.dilation)
+        grad_x = np.ascontiguousarray(pad_backward(grad_xp, geo.padding, "zeros"))
     return grad_x, grad_w
