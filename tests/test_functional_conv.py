@@ -904,3 +904,28 @@ def test_transposed_conv_with_an_infinite_weight_matches_torch():
     theirs = TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), stride=2, padding=1,
                                  output_padding=1).numpy()
     assert_close(ours, theirs, atol=1e-12, rtol=1e-12, what="conv_transpose2d")
+
+
+EMPTY_BATCH_OPS = {
+    "conv2d 1x1": lambda x: F.conv2d(x, Tensor(np.ones((6, 4, 1, 1)), requires_grad=True)),
+    "conv_transpose2d 1x1": lambda x: F.conv_transpose2d(
+        x, Tensor(np.ones((4, 2, 1, 1)), requires_grad=True), stride=2),
+    "max_pool2d": lambda x: F.max_pool2d(x, 2),
+    "max_pool2d indices": lambda x: F.max_pool2d(x, 2, return_indices=True)[0],
+    "avg_pool2d": lambda x: F.avg_pool2d(x, 2),
+    "lp_pool2d": lambda x: F.lp_pool2d(x, 2, 2),
+    "adaptive_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 3),
+    "adaptive_max_pool2d": lambda x: F.adaptive_max_pool2d(x, 3),
+    "blur_pool2d": lambda x: F.blur_pool2d(x),
+    "unfold": lambda x: F.unfold(x, 2),
+    "batch_norm eval": lambda x: F.batch_norm(x, np.zeros(4), np.ones(4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_BATCH_OPS))
+def test_every_op_works_on_an_empty_batch(name):
+    x = Tensor(np.zeros((0, 4, 8, 8)), requires_grad=True)
+    y = EMPTY_BATCH_OPS[name](x)
+    assert y.shape[0] == 0
+    y.sum().backward()
+    assert x.grad.shape == x.shape

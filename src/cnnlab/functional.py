@@ -1506,7 +1506,7 @@ def batch_norm(
         _per_channel(value, channels, name, fn)
     run_mean = _per_channel(running_mean, channels, "running_mean", fn)
     run_var = _per_channel(running_var, channels, "running_var", fn)
-    x3 = x_arr.reshape(batch, channels, -1)
+    x3 = x_arr.reshape(batch, channels, prod(x_arr.shape[2:]))
     count = x3.shape[0] * x3.shape[2]
     dtype = x_arr.dtype
 

@@ -256,7 +256,8 @@ def _pointwise_input(x: np.ndarray, geo: ConvGeometry,
     out_spatial = geo.out_spatial if out_spatial is None else out_spatial
     kept = x[(Ellipsis, *(slice(0, (o - 1) * s + 1, s)
                           for o, s in zip(out_spatial, geo.stride)))]
-    return kept.reshape(geo.batch, geo.groups, geo.in_channels // geo.groups, -1)
+    return kept.reshape(geo.batch, geo.groups, geo.in_channels // geo.groups,
+                        prod(kept.shape[2:]))
 
 
 def _pointwise_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -271,7 +272,7 @@ def _pointwise_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray,
                         ) -> tuple[np.ndarray | None, np.ndarray | None]:
     groups, c_out_g = geo.groups, geo.out_channels // geo.groups
     wm = w.reshape(groups, c_out_g, -1)
-    gy_m = gy.reshape(geo.batch, groups, c_out_g, -1)
+    gy_m = gy.reshape(geo.batch, groups, c_out_g, prod(gy.shape[2:]))
     grad_x = grad_w = None
     if need_input:
         gx_m = np.matmul(wm.transpose(0, 2, 1), gy_m)  # (N, g, C_in/g, prod(gy spatial))

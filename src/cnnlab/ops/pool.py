@@ -59,11 +59,12 @@ def scatter_flat(values: np.ndarray, indices: np.ndarray, in_spatial: tuple[int,
     """
     batch, channels = values.shape[:2]
     size = prod(in_spatial)
-    indices = np.broadcast_to(indices, values.shape).reshape(batch * channels, -1)
+    per_plane = prod(values.shape[2:])
+    indices = np.broadcast_to(indices, values.shape).reshape(batch * channels, per_plane)
     inside = (indices >= 0) & (indices < size)
     offsets = np.arange(batch * channels, dtype=np.int64)[:, None] * size
     flat = np.where(inside, indices + offsets, 0).ravel()
-    weights = np.where(inside, values.reshape(batch * channels, -1), 0).ravel()
+    weights = np.where(inside, values.reshape(batch * channels, per_plane), 0).ravel()
     summed = np.bincount(flat, weights=weights, minlength=batch * channels * size)
     return summed.astype(values.dtype, copy=False).reshape(batch, channels, *in_spatial)
 
@@ -71,8 +72,9 @@ def scatter_flat(values: np.ndarray, indices: np.ndarray, in_spatial: tuple[int,
 def gather_flat(source: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``source`` (N, C, *spatial) read at flat ``indices`` (N, C, ...) per (n, c) plane."""
     batch, channels = source.shape[:2]
-    planes = source.reshape(batch, channels, -1)
-    picked = np.take_along_axis(planes, indices.reshape(batch, channels, -1), axis=-1)
+    planes = source.reshape(batch, channels, prod(source.shape[2:]))
+    picked = np.take_along_axis(planes, indices.reshape(batch, channels, prod(indices.shape[2:])),
+                                axis=-1)
     return picked.reshape(indices.shape)
 
 
@@ -308,7 +310,7 @@ def adaptive_index_map(in_spatial: tuple[int, ...], out_spatial: tuple[int, ...]
 def adaptive_avg_pool_nd(x: np.ndarray, out_spatial: tuple[int, ...]) -> np.ndarray:
     """x (N, C, *spatial) -> (N, C, *out_spatial): the mean of each adaptive window."""
     flat, valid = adaptive_index_map(x.shape[2:], out_spatial)
-    planes = x.reshape(*x.shape[:2], -1)
+    planes = x.reshape(*x.shape[:2], prod(x.shape[2:]))
     weights = valid / valid.sum(axis=1, keepdims=True)
     out = np.einsum("ncok,ok->nco", planes[:, :, flat], weights.astype(x.dtype))
     return out.reshape(*x.shape[:2], *out_spatial)
@@ -319,7 +321,7 @@ def adaptive_avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...]
     """VJP of :func:`adaptive_avg_pool_nd`: ``grad / window size`` scattered to each tap."""
     flat, valid = adaptive_index_map(in_spatial, grad.shape[2:])
     weights = (valid / valid.sum(axis=1, keepdims=True)).astype(grad.dtype)
-    taps = grad.reshape(*grad.shape[:2], -1, 1) * weights
+    taps = grad.reshape(*grad.shape[:2], prod(grad.shape[2:]), 1) * weights
     return scatter_flat(taps, flat, in_spatial)
 
 
@@ -327,7 +329,7 @@ def adaptive_max_pool_nd(x: np.ndarray, out_spatial: tuple[int, ...]
                          ) -> tuple[np.ndarray, np.ndarray]:
     """x (N, C, *spatial) -> (max, flat input indices), each (N, C, *out_spatial)."""
     flat, _ = adaptive_index_map(x.shape[2:], out_spatial)
-    columns = x.reshape(*x.shape[:2], -1)[:, :, flat]  # (N, C, prod(out), taps)
+    columns = x.reshape(*x.shape[:2], prod(x.shape[2:]))[:, :, flat]  # (N, C, prod(out), taps)
     arg = _argmax_like_torch(columns)
     out = np.take_along_axis(columns, arg[..., None], axis=-1)[..., 0]
     indices = flat[np.arange(flat.shape[0]), arg]
@@ -348,7 +350,9 @@ def max_unpool_nd(x: np.ndarray, indices: np.ndarray, out_spatial: tuple[int, ..
     batch, channels = x.shape[:2]
     out = np.zeros((batch * channels, prod(out_spatial)), dtype=x.dtype)
     rows = np.arange(batch * channels)[:, None]
-    out[rows, indices.reshape(batch * channels, -1)] = x.reshape(batch * channels, -1)
+    per_plane = prod(x.shape[2:])
+    out[rows, indices.reshape(batch * channels, per_plane)] = x.reshape(batch * channels,
+                                                                         per_plane)
     return out.reshape(batch, channels, *out_spatial)
 
 
