@@ -361,3 +361,27 @@ def test_backward_errors():
         (x * 2).backward(np.ones(2))
     (x * 2).backward(Tensor(np.ones(3)))
     np.testing.assert_allclose(x.grad, 2 * np.ones(3))
+
+
+def test_float32_stays_float32_through_mixed_ops_and_their_gradients():
+    x = Tensor(np.full((2, 3), 2.0, np.float32), requires_grad=True)
+    cond = np.array([[True, False, True], [False, True, False]])
+    outputs = [x.max(axis=1), ag.maximum(x, 0.0), ag.where(cond, 1.0, x), x ** np.float64(2),
+               2.0 ** x, x * np.float64(3.0), x / 2.0]
+    for y in outputs:
+        assert y.dtype == np.float32
+    for y in outputs:
+        x.grad = None
+        y.sum().backward()
+        assert x.grad.dtype == np.float32
+
+
+def test_power_with_a_tensor_exponent_and_a_scalar_base_like_torch():
+    a_np, b_np = np.array([1.5, 2.0, 0.5]), np.array([2.0, 3.0, -1.0])
+    a, b = Tensor(a_np, requires_grad=True), Tensor(b_np, requires_grad=True)
+    ((a ** b).sum() + (3.0 ** b).sum()).backward()
+    ta = torch.tensor(a_np, requires_grad=True)
+    tb = torch.tensor(b_np, requires_grad=True)
+    ((ta ** tb).sum() + (3.0 ** tb).sum()).backward()
+    np.testing.assert_allclose(a.grad, ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.grad, tb.grad.numpy(), rtol=1e-12)

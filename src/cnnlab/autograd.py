@@ -219,8 +219,11 @@ class Tensor:
     def __neg__(self) -> Tensor:
         return neg(self)
 
-    def __pow__(self, exponent: float) -> Tensor:
+    def __pow__(self, exponent: ArrayLike) -> Tensor:
         return power(self, exponent)
+
+    def __rpow__(self, base: ArrayLike) -> Tensor:
+        return power(tensor_like(base, self), self)
 
     def __matmul__(self, other: ArrayLike) -> Tensor:
         return matmul(self, tensor_like(other, self))
@@ -327,9 +330,19 @@ def reciprocal(a: Tensor) -> Tensor:
     return Tensor.from_op(out, (a,), lambda g: (-g * out * out,))
 
 
-def power(a: Tensor, exponent: float) -> Tensor:
-    out = a.data ** exponent
-    return Tensor.from_op(out, (a,), lambda g: (g * exponent * a.data ** (exponent - 1),))
+def power(a: ArrayLike, exponent: ArrayLike) -> Tensor:
+    """``a ** exponent``; a Tensor exponent gets the gradient ``a**b * log(a)`` too."""
+    a = as_tensor(a)
+    if isinstance(exponent, Tensor):
+        b = exponent
+        out = a.data ** b.data
+        return Tensor.from_op(out, (a, b), lambda g: (
+            unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape),
+            unbroadcast(g * out * np.log(np.where(a.data > 0, a.data, 1)), b.shape)))
+    # A Python float keeps float32 float32 (NumPy's weak scalar rule); np.float64 would not.
+    scalar = float(exponent) if np.ndim(exponent) == 0 else np.asarray(exponent, a.dtype)
+    out = a.data ** scalar
+    return Tensor.from_op(out, (a,), lambda g: (g * scalar * a.data ** (scalar - 1),))
 
 
 def exp(a: Tensor) -> Tensor:
@@ -374,6 +387,8 @@ def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
 def where(condition: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
     """Elementwise ``a if condition else b``; gradient flows to the chosen side."""
     cond = np.asarray(condition.data if isinstance(condition, Tensor) else condition, bool)
+    if isinstance(b, Tensor) and not isinstance(a, Tensor):
+        a = tensor_like(a, b)  # a constant takes the Tensor operand's dtype
     a = as_tensor(a)
     b = tensor_like(b, a)
     return Tensor.from_op(np.where(cond, a.data, b.data), (a, b),
@@ -385,7 +400,7 @@ def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Elementwise maximum; at ties the gradient is split evenly, as in ``torch.maximum``."""
     a = as_tensor(a)
     b = tensor_like(b, a)
-    share_a = (a.data > b.data) + 0.5 * (a.data == b.data)
+    share_a = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(a.dtype, copy=False)
     return Tensor.from_op(np.maximum(a.data, b.data), (a, b),
                           lambda g: (unbroadcast(g * share_a, a.shape),
                                      unbroadcast(g * (1 - share_a), b.shape)))
@@ -449,7 +464,7 @@ def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
     """Maximum; the gradient is shared equally among tied maxima."""
     out = np.max(a.data, axis=axis, keepdims=True)
     mask = a.data == out
-    share = mask / mask.sum(axis=axis, keepdims=True)
+    share = (mask / mask.sum(axis=axis, keepdims=True)).astype(a.dtype, copy=False)
     result = out if keepdims else np.squeeze(out, axis=axis)
     return Tensor.from_op(result, (a,),
                           lambda g: (_expand_reduced(g, a.shape, axis, keepdims) * share,))
