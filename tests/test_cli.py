@@ -184,8 +184,8 @@ def assert_untouched(workspace) -> None:
 
 
 BAD_TRAIN = [
-    (["--data", "nope", "--model", "cnn"], r"no standard CNN for dataset 'nope'"),
-    (["--data", "nope", "--model", "mlp"], r"load_dataset: name must be one of .*'nope'"),
+    (["--data", "nope", "--model", "cnn"], r"train: dataset must be one of .*'nope'"),
+    (["--data", "nope", "--model", "mlp"], r"train: dataset must be one of .*'nope'"),
     (["--data", "mnist1d", "--model", "nope"], r"build_model: model must be one of .*'nope'"),
     (["--data", "mnist1d", "--model", "cnn", "--lr", "-0.1"], r"train: lr must be > 0"),
     (["--data", "mnist1d", "--model", "cnn", "--batch-size", "0"],

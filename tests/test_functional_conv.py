@@ -929,3 +929,12 @@ def test_every_op_works_on_an_empty_batch(name):
     assert y.shape[0] == 0
     y.sum().backward()
     assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("groups, error", [(True, TypeError), (2.0, TypeError),
+                                           (0, ValueError)])
+def test_groups_must_be_a_positive_int(groups, error):
+    with pytest.raises(error, match="conv2d: groups must be"):
+        F.conv2d(np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3)), groups=groups)
+    with pytest.raises(error, match="conv_transpose2d: groups must be"):
+        F.conv_transpose2d(np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3)), groups=groups)

@@ -116,6 +116,13 @@ def _batched(x: np.ndarray, spatial_dims: int, fn: str) -> tuple[np.ndarray, boo
     )
 
 
+def _check_groups(groups: Any, fn: str) -> None:
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"{fn}: groups must be an int, got {type(groups).__name__} {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+
+
 def _check_choice(value: Any, allowed: Sequence[str], name: str, fn: str) -> None:
     if value not in allowed:
         raise ValueError(f"{fn}: {name} must be one of {tuple(allowed)}, got {value!r}")
@@ -132,8 +139,7 @@ def _conv_checks(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, groups: int
             f"{fn}: weight must be {spatial_dims + 2}-D (C_out, C_in/groups, *kernel), "
             f"got shape {w.shape}"
         )
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    _check_groups(groups, fn)
     if w.shape[1] * groups != x.shape[1]:
         raise ValueError(
             f"{fn}: weight.shape[1]*groups ({w.shape[1]}*{groups} = {w.shape[1] * groups}) "
@@ -270,8 +276,7 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
     if w_arr.ndim != spatial_dims + 2:
         raise ValueError(f"{fn}: weight must be {spatial_dims + 2}-D "
                          f"(C_in, C_out/groups, *kernel), got shape {w_arr.shape}")
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    _check_groups(groups, fn)
     if w_arr.shape[0] != x_arr.shape[1]:
         raise ValueError(f"{fn}: weight.shape[0] ({w_arr.shape[0]}) must equal "
                          f"input.shape[1] ({x_arr.shape[1]})")

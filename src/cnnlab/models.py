@@ -164,8 +164,9 @@ class WaveNet(nn.Module):
     """WaveNet (van den Oord et al. 2016): dilated causal 1-D convolutions.
 
     Each layer: ``z = tanh(W_f * x) . sigmoid(W_g * x)`` with causal dilated convolutions
-    (dilations 1, 2, 4, ...), a 1x1 residual projection added to its input and a 1x1 skip
-    projection summed over layers, then ReLU-1x1-ReLU-1x1 to ``out_channels`` per time step.
+    (dilations 1, 2, 4, ...), a 1x1 residual projection added to its input (all but the last
+    layer) and a 1x1 skip projection summed over layers, then ReLU-1x1-ReLU-1x1 to
+    ``out_channels`` per time step.
     Receptive field: ``1 + (kernel_size - 1) * sum(dilations)``; output t sees inputs <= t.
     """
 
@@ -180,8 +181,10 @@ class WaveNet(nn.Module):
         self.gates = nn.ModuleList([
             nn.Conv1d(channels, channels, kernel_size, dilation=d, rng=rng)
             for d in self.dilations])
+        # The last layer's residual output would feed no later layer (the head reads the
+        # skips), so it has none: every parameter is trained.
         self.residual = nn.ModuleList([nn.Conv1d(channels, channels, 1, rng=rng)
-                                       for _ in self.dilations])
+                                       for _ in self.dilations[:-1]])
         self.skip = nn.ModuleList([nn.Conv1d(channels, channels, 1, rng=rng)
                                    for _ in self.dilations])
         self.head1 = nn.Conv1d(channels, channels, 1, rng=rng)
@@ -195,11 +198,12 @@ class WaveNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.input(x)
         skips = None
-        for d, filt, gate, res, skip in zip(self.dilations, self.filters, self.gates,
-                                            self.residual, self.skip):
+        for index, (d, filt, gate, skip) in enumerate(zip(self.dilations, self.filters,
+                                                          self.gates, self.skip)):
             causal = F.pad(h, ((self.kernel_size - 1) * d, 0))  # left padding only
             z = F.tanh(filt(causal)) * F.sigmoid(gate(causal))
-            h = h + res(z)
+            if index < len(self.residual):
+                h = h + self.residual[index](z)
             skips = skip(z) if skips is None else skips + skip(z)
         return self.head2(F.relu(self.head1(F.relu(skips))))
 

@@ -22,6 +22,7 @@ from cnnlab.train import (
     TrainingDivergedError,
     default_config,
     load_checkpoint,
+    resolve_model,
     train,
     write_metrics,
 )
@@ -336,5 +337,7 @@ def test_bad_config_is_refused(overrides, message):
 
 
 def test_unknown_standard_cnn():
-    with pytest.raises(ValueError, match=r"train: no standard CNN for dataset 'nope'"):
+    with pytest.raises(ValueError, match=r"train: dataset must be one of .*'nope'"):
         default_config("nope", "cnn")
+    with pytest.raises(ValueError, match=r"train: no standard CNN for dataset 'nope'"):
+        resolve_model("nope", "cnn")

@@ -96,6 +96,10 @@ def resolve_model(data: str, model: str) -> str:
 
 def default_config(data: str, model: str, **overrides: Any) -> TrainConfig:
     """The recipe for ``(data, model)`` with ``overrides`` (``None`` values ignored)."""
+    from ..data import DATASETS
+
+    if data not in DATASETS:
+        raise ValueError(f"train: dataset must be one of {sorted(DATASETS)}, got {data!r}")
     model = resolve_model(data, model)
     recipe = dict(RECIPES.get((data, "*"), {"epochs": 10}))
     recipe.update(RECIPES.get((data, model), {}))
