@@ -55,6 +55,10 @@ from .ops.pool import (
 from .ops.windows import fold_nd, unfold_nd
 
 ArrayOrTensor = np.ndarray | Tensor
+
+# Largest conv input whose padded grid the forward keeps for the weight gradient; above it
+# the backward rebuilds the grid rather than hold a second copy of a large activation.
+KEEP_GRID_BYTES = 16 * 2**20
 IntOrTuple = int | Sequence[int]
 
 
@@ -223,11 +227,13 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
             f"{padded}"
         )
     spec = ConvSpec(stride_t, pads, dilation_t, int(groups), padding_mode, algorithm)
-    y = conv_nd(x_arr, w_arr, b_arr, spec)
+    # Training: keep the forward's input grid for the weight gradient (when small).
+    saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
+    y = conv_nd(x_arr, w_arr, b_arr, spec, saved)
 
     def vjp(g: np.ndarray) -> tuple[Any, ...]:
         gx, gw, gb = conv_nd_backward(x_arr, w_arr, g, spec, _needs(x), _needs(weight),
-                                      _needs(bias))
+                                      _needs(bias), saved)
         if gx is not None and unbatched:
             gx = gx[0]
         return (gx, gw, gb) if bias is not None else (gx, gw)

@@ -157,11 +157,13 @@ def _phase_slices(geo: ConvGeometry, phase: tuple[int, ...]):
     return tuple(grid_index), tuple(input_index)
 
 
-def to_grid(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """(N, C, *spatial) -> zero-padded phase grid (phases, C, N*prod(G) + tail), one copy."""
-    n_phases = len(geo.phases)
-    flat = scratch("grid", (n_phases, geo.in_channels, geo.grid_size + geo.tail), x.dtype,
-                   zero=True)
+def to_grid(x: np.ndarray, geo: ConvGeometry, keep: bool = False) -> np.ndarray:
+    """(N, C, *spatial) -> zero-padded phase grid (phases, C, N*prod(G) + tail), one copy.
+
+    ``keep``: a new array that outlives the call (else workspace scratch).
+    """
+    shape = (len(geo.phases), geo.in_channels, geo.grid_size + geo.tail)
+    flat = np.zeros(shape, x.dtype) if keep else scratch("grid", shape, x.dtype, zero=True)
     x_cm = x.swapaxes(0, 1)  # (C, N, *spatial), a view
     for index, phase in enumerate(geo.phases):
         cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
@@ -289,13 +291,21 @@ def _pointwise_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray,
     return grad_x, grad_w
 
 
-def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o)."""
+def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry,
+                 saved: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o).
+
+    ``saved``: a dict that receives the input grid for :func:`conv_backward` to reuse
+    (training: the weight gradient reads the same columns).
+    """
     if is_pointwise(geo):
         return _pointwise_forward(x, w, geo)
     groups, taps = geo.groups, len(geo.tap_offset)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
-    grid = to_grid(x, geo).reshape(len(geo.phases), groups, c_in_g, -1)
+    flat_grid = to_grid(x, geo, keep=saved is not None)
+    if saved is not None:
+        saved["grid"] = flat_grid
+    grid = flat_grid.reshape(len(geo.phases), groups, c_in_g, -1)
     wm = _weight_matrix(w, groups)
     out = scratch("out_grid", (groups, c_out_g, geo.grid_size), x.dtype)
     chunk = _chunk_length(geo, x.itemsize)
@@ -316,6 +326,7 @@ def conv_backward(
     geo: ConvGeometry,
     need_input: bool = True,
     need_weight: bool = True,
+    saved: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_forward`: (grad_x (N, C_in, *spatial), grad_w like w).
 
@@ -333,7 +344,10 @@ def conv_backward(
     gy_grid = output_to_grid(gy, geo).reshape(groups, c_out_g, geo.grid_size)
     wm = _weight_matrix(w, groups)
     chunk = _chunk_length(geo, gy.itemsize)
-    grid = to_grid(x, geo).reshape(len(geo.phases), groups, c_in_g, -1) if need_weight else None
+    grid = None
+    if need_weight:
+        flat_grid = saved["grid"] if saved and "grid" in saved else to_grid(x, geo)
+        grid = flat_grid.reshape(len(geo.phases), groups, c_in_g, -1)
     grad_grid = (scratch("grad_grid", (len(geo.phases), groups, c_in_g,
                                        geo.grid_size + geo.tail), dtype, zero=True)
                  if need_input else None)

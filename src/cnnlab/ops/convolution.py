@@ -69,15 +69,18 @@ def _zero_padded(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return pad_forward(x, geo.padding, "zeros")
 
 
-def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec
-            ) -> np.ndarray:
-    """x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel) -> (N, C_out, *out)."""
+def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+            saved: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel) -> (N, C_out, *out).
+
+    ``saved``: a dict in which the GEMM path leaves what :func:`conv_nd_backward` can reuse.
+    """
     x_in, geo = _prepare(x, w.shape, spec)
     if _method(geo, spec, x, w) == "fft":
         y = fft_conv_forward(_zero_padded(x_in, geo), w, geo.stride, geo.dilation, geo.groups,
                              geo.out_spatial)
     else:
-        y = conv_forward(x_in, w, geo)
+        y = conv_forward(x_in, w, geo, saved)
     if bias is not None:
         y += bias.reshape((1, -1) + (1,) * len(geo.kernel))
     return y
@@ -86,6 +89,7 @@ def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpe
 def conv_nd_backward(
     x: np.ndarray, w: np.ndarray, gy: np.ndarray, spec: ConvSpec,
     need_input: bool = True, need_weight: bool = True, need_bias: bool = True,
+    saved: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_nd` for x, w and bias (each ``None`` when not needed)."""
     x_in, geo = _prepare(x, w.shape, spec)
@@ -97,7 +101,7 @@ def conv_nd_backward(
         if gx is not None:
             gx = pad_backward(gx, geo.padding, "zeros")
     else:
-        gx, gw = conv_backward(x_in, w, gy, geo, need_input, need_weight)
+        gx, gw = conv_backward(x_in, w, gy, geo, need_input, need_weight, saved)
     if gx is not None and spec.padding_mode != "zeros":
         gx = np.ascontiguousarray(pad_backward(gx, spec.padding, spec.padding_mode))
     gb = bias_grad(gy) if need_bias else None
