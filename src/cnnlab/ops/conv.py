@@ -351,7 +351,9 @@ def conv_backward(
     grad_grid = (scratch("grad_grid", (len(geo.phases), groups, c_in_g,
                                        geo.grid_size + geo.tail), dtype, zero=True)
                  if need_input else None)
-    grad_wm = np.zeros_like(wm) if need_weight else None
+    # grad_w accumulates transposed, (g, K*C_in/g, C_out/g): cols @ gy.T runs about 1.7x
+    # faster in OpenBLAS than gy @ cols.T on these long-and-thin products.
+    grad_wm_t = np.zeros((groups, taps * c_in_g, c_out_g), dtype) if need_weight else None
     cols = _cols_buffers(geo, dtype, chunk)
     wm_t = wm.transpose(0, 2, 1)
     for start in range(0, geo.grid_size, chunk):
@@ -361,7 +363,7 @@ def conv_backward(
         flat_view = view.reshape(groups, taps * c_in_g, length)
         if need_weight:
             _fill_cols(view, grid, geo, start)
-            grad_wm += np.matmul(gy_chunk, flat_view.transpose(0, 2, 1))
+            grad_wm_t += np.matmul(flat_view, gy_chunk.transpose(0, 2, 1))
         if need_input:
             np.matmul(wm_t, gy_chunk, out=flat_view)
             for tap, (phase, offset) in enumerate(zip(geo.tap_phase, geo.tap_offset)):
@@ -372,7 +374,8 @@ def conv_backward(
         grad_x = from_grid(grad_grid.reshape(len(geo.phases), geo.in_channels, -1), geo)
     if need_weight:
         c_in_g = geo.in_channels // groups
-        grad_w = (grad_wm.reshape(groups, c_out_g, taps, c_in_g).transpose(0, 1, 3, 2)
+        grad_w = (grad_wm_t.transpose(0, 2, 1).reshape(groups, c_out_g, taps, c_in_g)
+                  .transpose(0, 1, 3, 2)
                   .reshape(w.shape))
         grad_w = np.ascontiguousarray(grad_w)
     return grad_x, grad_w

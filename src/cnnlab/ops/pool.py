@@ -102,20 +102,22 @@ def _window_max(padded: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndar
     kernel tap (``prod(kernel)`` vectorised passes), no window copy.
     """
     has_nan = bool(np.isnan(padded).any())
-    out = arg = None
-    taps = product(*(range(k) for k in spec.kernel))
-    for index, tap in enumerate(taps):
+    taps = prod(spec.kernel)
+    arg_dtype = np.int8 if taps <= 127 else np.int16 if taps < 2**15 else np.int64
+    out = arg = better = None
+    for index, tap in enumerate(product(*(range(k) for k in spec.kernel))):
         view = padded[(Ellipsis, *(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in
                                    zip(tap, spec.dilation, spec.stride, spec.out_spatial)))]
         if out is None:
             out = view.copy()
-            arg = np.zeros(out.shape, dtype=np.int16 if prod(spec.kernel) < 2**15 else np.int64)
+            arg = np.zeros(out.shape, dtype=arg_dtype)
+            better = np.empty(out.shape, dtype=bool)
             continue
-        better = view > out
+        np.greater(view, out, out=better)  # decided before the running max moves
         if has_nan:
             better |= np.isnan(view)
-        np.copyto(out, view, where=better)
-        np.copyto(arg, index, where=better)
+        np.maximum(out, view, out=out)  # NaN-propagating, like the scan
+        arg[better] = index
     return out, arg
 
 
@@ -149,11 +151,12 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, arg: np.ndarray,
         window = grad_padded[(Ellipsis, *(slice(t * d, t * d + (o - 1) * s + 1, s)
                                           for t, d, s, o in zip(tap, spec.dilation,
                                                                 spec.stride, spec.out_spatial)))]
-        chosen = arg == index  # where=, not a product: a NaN gradient must not leak
+        # where, not a product with the mask: a NaN gradient must not leak to other taps
+        picked = np.where(arg == index, grad, np.zeros((), grad.dtype))
         if disjoint:
-            np.copyto(window, grad, where=chosen)
+            window[...] = picked
         else:
-            window += np.where(chosen, grad, np.zeros((), grad.dtype))
+            window += picked
     return pad_backward(grad_padded, pads)
 
 
