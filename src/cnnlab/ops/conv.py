@@ -392,7 +392,7 @@ def conv_backward(
 def _all_finite(a: np.ndarray | None) -> bool:
     # A sum is NaN/inf whenever an element is (and, rarely, on overflow: then we only
     # take the slower exact path).
-    return a is None or bool(np.isfinite(np.sum(a, dtype=np.float64)))
+    return a is None or bool(np.isfinite(np.sum(a)))
 
 
 def _window_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray, geo: ConvGeometry,
