@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 
+import _lecture as lecture
 from cnnlab.cli import COMMANDS, main
 from cnnlab.data import available_datasets, read_idx, write_idx
 from cnnlab.models import MODELS
@@ -30,9 +31,8 @@ needs_mnist1d = pytest.mark.skipif("mnist1d" not in READY, reason="mnist1d not a
 
 # The lecture's "Pooling" slide: feature map of the 6x6 input under the 3x3 "X" filter
 # (same-size output), and its 2x2 max pooling.
-LECTURE_FEATURE_MAP = [[6, 8, 6, 3, 1, 0], [9, 13, 10, 5, 2, 0], [9, 14, 11, 6, 3, 0],
-                       [9, 13, 11, 6, 2, 0], [8, 13, 10, 5, 3, 0], [6, 7, 5, 3, 1, 0]]
-LECTURE_POOLED = [[13, 10, 2], [14, 11, 3], [13, 10, 3]]
+LECTURE_FEATURE_MAP = lecture.FEATURE_MAP.tolist()
+LECTURE_POOLED = lecture.POOLED.tolist()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

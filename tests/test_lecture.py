@@ -13,6 +13,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import _lecture as lecture
 from _check import assert_close
 from cnnlab import functional as F
 
@@ -209,23 +210,7 @@ def test_transposed_convolution_is_the_adjoint(nd, algorithm, case):
 # ---------------------------------------------------------------------------------------
 # The worked example: a 6x6 image, a 3x3 'X' filter, zero padding 1.
 
-LECTURE_IMAGE = [
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 3, 2, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 2, 1, 1, 0, 0],
-]
-LECTURE_FILTER = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
-LECTURE_RESULT = [
-    [6, 8, 6, 3, 1, 0],
-    [9, 13, 10, 5, 2, 0],
-    [9, 14, 11, 6, 3, 0],
-    [9, 13, 11, 6, 2, 0],
-    [8, 13, 10, 5, 3, 0],
-    [6, 7, 5, 3, 1, 0],
-]
+LECTURE_IMAGE, LECTURE_FILTER, LECTURE_RESULT = lecture.IMAGE, lecture.FILTER, lecture.FEATURE_MAP
 
 
 @pytest.mark.parametrize("padding", [1, "same", (1, 1), ((1, 1), (1, 1))],

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import lambertw
 
+import _lecture as lecture
 from _check import assert_close
 from cnnlab import signal as cs
 
@@ -274,23 +275,7 @@ def test_zero_fill_breaks_shift_equivariance_at_the_border():
         wrapped, np.roll(cs.convolve2d(x, w, mode="same", boundary="wrap"), 1, axis=1))
 
 
-LECTURE_IMAGE = np.array([
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 3, 3, 2, 0, 0],
-    [3, 3, 2, 1, 0, 0],
-    [3, 2, 1, 1, 0, 0],
-])
-LECTURE_FILTER = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]])
-LECTURE_OUTPUT = np.array([
-    [6, 8, 6, 3, 1, 0],
-    [9, 13, 10, 5, 2, 0],
-    [9, 14, 11, 6, 3, 0],
-    [9, 13, 11, 6, 2, 0],
-    [8, 13, 10, 5, 3, 0],
-    [6, 7, 5, 3, 1, 0],
-])
+LECTURE_IMAGE, LECTURE_FILTER, LECTURE_OUTPUT = lecture.IMAGE, lecture.FILTER, lecture.FEATURE_MAP
 
 
 def test_lecture_worked_example():

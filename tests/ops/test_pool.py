@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import _lecture as lecture
 from _check import check_array_and_tensor as check_op
 from _check import numeric_grad_check as _numeric_grad_check
 from cnnlab import Tensor
@@ -138,16 +139,8 @@ def test_adaptive_max_pool_nan_index_matches_torch() -> None:
 
 
 def test_max_pool_lecture_example() -> None:
-    feature_map = np.array([
-        [6, 8, 6, 3, 1, 0],
-        [9, 13, 10, 5, 2, 0],
-        [9, 14, 11, 6, 3, 0],
-        [9, 13, 11, 6, 2, 0],
-        [8, 13, 10, 5, 3, 0],
-        [6, 7, 5, 3, 1, 0],
-    ], dtype=np.float64)
-    pooled = cf.max_pool2d(feature_map[None], 2)
-    assert pooled.tolist() == [[[13, 10, 2], [14, 11, 3], [13, 10, 3]]]
+    pooled = cf.max_pool2d(lecture.FEATURE_MAP[None].astype(np.float64), 2)
+    np.testing.assert_array_equal(pooled[0], lecture.POOLED)
 
 
 def test_max_pool_finite_differences() -> None:
