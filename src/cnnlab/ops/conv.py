@@ -173,19 +173,19 @@ def to_grid(x: np.ndarray, geo: ConvGeometry, keep: bool = False) -> np.ndarray:
 
 
 def from_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Adjoint of :func:`to_grid`: phase grid -> (N, C, *spatial)."""
-    x_cm = np.empty((geo.in_channels, geo.batch, *geo.in_spatial), dtype=flat.dtype)
+    """Adjoint of :func:`to_grid`: phase grid -> (N, C, *spatial), one copy.
+
+    Input samples in a stride phase that no tap reads get no gradient (zeros).
+    """
+    shape = (geo.batch, geo.in_channels, *geo.in_spatial)
+    all_read = len(geo.phases) == prod(geo.stride)
+    out = np.empty(shape, flat.dtype) if all_read else np.zeros(shape, flat.dtype)
+    out_cm = out.swapaxes(0, 1)  # (C, N, *spatial) view: write channel-major, no 2nd copy
     for index, phase in enumerate(geo.phases):
         cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
         grid_index, input_index = _phase_slices(geo, phase)
-        x_cm[(Ellipsis, *input_index)] = cube[(slice(None), slice(None), *grid_index)]
-    if len(geo.phases) < prod(geo.stride):
-        # Input samples in phases no tap reads get no gradient; mark them explicitly.
-        touched = np.zeros(geo.in_spatial, dtype=bool)
-        for phase in geo.phases:
-            touched[_phase_slices(geo, phase)[1]] = True
-        x_cm[..., ~touched] = 0
-    return np.ascontiguousarray(x_cm.swapaxes(0, 1))
+        out_cm[(Ellipsis, *input_index)] = cube[(slice(None), slice(None), *grid_index)]
+    return out
 
 
 def grid_to_output(out_flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -221,6 +221,14 @@ def _weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
     taps = prod(w.shape[2:])
     wm = w.reshape(groups, c_out // groups, c_in_g, taps).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(wm.reshape(groups, c_out // groups, taps * c_in_g))
+
+
+def _weight_from_matrix(wm: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_weight_matrix`: (g, C_out/g, K*C_in/g) -> ``shape``."""
+    groups, c_out_g = wm.shape[:2]
+    c_in_g, taps = shape[1], prod(shape[2:])
+    w = wm.reshape(groups, c_out_g, taps, c_in_g).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(w.reshape(shape))
 
 
 def _cols_buffers(geo: ConvGeometry, dtype: np.dtype, chunk: int):
@@ -330,13 +338,13 @@ def conv_backward(
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_forward`: (grad_x (N, C_in, *spatial), grad_w like w).
 
-    One pass over the chunks serves both: ``grad_w += gy_chunk @ cols.T`` and
+    One pass over the chunks serves both: ``grad_w.T += cols @ gy_chunk.T`` and
     ``grad_grid[tap shifts] += (W.T @ gy_chunk)[tap]`` (col2im). ``grad_x`` alone is the
     transposed convolution of ``gy``; ``x`` may then be ``None``.
     """
     if is_pointwise(geo):
         return _pointwise_backward(x, w, gy, geo, need_input, need_weight)
-    if (need_weight and not _all_finite(x)) or (need_input and not _all_finite(w)):
+    if (need_weight and not all_finite(x)) or (need_input and not all_finite(w)):
         return _window_backward(x, w, gy, geo, need_input, need_weight)
     groups, taps = geo.groups, len(geo.tap_offset)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
@@ -373,11 +381,7 @@ def conv_backward(
     if need_input:
         grad_x = from_grid(grad_grid.reshape(len(geo.phases), geo.in_channels, -1), geo)
     if need_weight:
-        c_in_g = geo.in_channels // groups
-        grad_w = (grad_wm_t.transpose(0, 2, 1).reshape(groups, c_out_g, taps, c_in_g)
-                  .transpose(0, 1, 3, 2)
-                  .reshape(w.shape))
-        grad_w = np.ascontiguousarray(grad_w)
+        grad_w = _weight_from_matrix(grad_wm_t.transpose(0, 2, 1), w.shape)
     return grad_x, grad_w
 
 
@@ -389,7 +393,8 @@ def conv_backward(
 # contracted over the true windows only (slower, rare).
 
 
-def _all_finite(a: np.ndarray | None) -> bool:
+def all_finite(a: np.ndarray | None) -> bool:
+    """No NaN or inf in ``a`` (None counts as finite); one reduction, no mask array."""
     # A sum is NaN/inf whenever an element is (and, rarely, on overflow: then we only
     # take the slower exact path).
     return a is None or bool(np.isfinite(np.sum(a)))

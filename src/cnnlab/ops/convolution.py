@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._args import PadPairs, prod
-from .conv import ConvGeometry, conv_backward, conv_forward, conv_geometry
+from .conv import ConvGeometry, all_finite, conv_backward, conv_forward, conv_geometry
 from .dispatch import choose_conv_method
 from .fft import fft_conv_backward, fft_conv_forward
 from .pad import pad_backward, pad_forward
@@ -60,7 +60,7 @@ def _method(geo: ConvGeometry, spec: ConvSpec, *arrays: np.ndarray | None) -> st
         return "gemm"
     itemsize = next(a.itemsize for a in arrays if a is not None)
     method = choose_conv_method(geo, itemsize) if spec.algorithm == "auto" else spec.algorithm
-    if method == "fft" and not all(np.isfinite(a).all() for a in arrays if a is not None):
+    if method == "fft" and not all(all_finite(a) for a in arrays):
         return "gemm"
     return method
 

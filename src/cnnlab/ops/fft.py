@@ -79,7 +79,7 @@ def fft_conv_forward(
     shape = _fft_shape(xp.shape[2:])
     wd = _dilated(w, dilation)
     x_spec = _grouped(_spectrum(xp, shape), groups)
-    # Weight as (C_in/g, C_out) per group: a "batch" of C_out/g... handled via reshape.
+    # The weight as (g*C_in/g, C_out/g, *k): its spectrum is then (F, g, C_in/g, C_out/g).
     c_out, c_in_g = w.shape[:2]
     w_spec = _spectrum(wd.reshape(groups, c_out // groups, c_in_g, *wd.shape[2:])
                        .transpose(0, 2, 1, *range(3, wd.ndim + 1))
@@ -107,8 +107,7 @@ def fft_conv_backward(
     grad_x = grad_w = None
     if need_input:
         wd = _dilated(w, dilation)
-        w_spec = _spectrum(wd.reshape(groups, c_out // groups, c_in_g, *wd.shape[2:])
-                           .reshape(c_out, c_in_g, *wd.shape[2:]), shape)
+        w_spec = _spectrum(wd, shape)
         # (F, C_out, C_in/g) -> (F, g, C_out/g, C_in/g)
         w_spec = w_spec.reshape(w_spec.shape[0], groups, c_out // groups, c_in_g)
         gx_spec = np.matmul(gy_spec, w_spec)
