@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from ._random import check_rng
 from .autograd import Tensor
 from .ops._args import (
     PADDING_MODES,
@@ -1451,16 +1452,13 @@ def dropout(x: ArrayOrTensor, p: float = 0.5, training: bool = True,
     fn = "dropout"
     if not isinstance(p, (int, float, np.floating)) or not 0.0 <= p <= 1.0:
         raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{fn}: rng must be a numpy.random.Generator or None, got "
-                        f"{type(rng).__name__}")
+    rng = check_rng(rng, fn)
     if not training or p == 0:
         return x
     x_arr = _float_input(x, fn)
     if p == 1:
         multiplier = np.zeros_like(x_arr)
     else:
-        rng = np.random.default_rng() if rng is None else rng
         keep = rng.random(x_arr.shape, dtype=np.float32) >= p
         multiplier = keep * x_arr.dtype.type(1.0 / (1.0 - p))
     return _wrap(x_arr * multiplier, [x], lambda g: (g * multiplier,), False)

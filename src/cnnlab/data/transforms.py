@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .._random import check_rng
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -124,14 +126,9 @@ class RandomTranslate:
             )
         if any(s < 0 for s in shifts):
             raise ValueError(f"RandomTranslate: max_shift must be >= 0, got {max_shift!r}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(
-                f"RandomTranslate: rng must be a numpy.random.Generator or None, "
-                f"got {type(rng).__name__}"
-            )
         self.max_shift = tuple(int(s) for s in shifts)
         self._broadcast = _is_int(max_shift)
-        self.rng = rng if rng is not None else np.random.default_rng()
+        self.rng = check_rng(rng, "RandomTranslate")
 
     def _max_shift_for(self, n_spatial: int) -> tuple[int, ...]:
         if self._broadcast:

@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import functional as F
+from .._random import check_rng
 from ..ops._args import PADDING_MODES, PADDING_STRINGS, pad_pairs, to_tuple
 from . import init
 from .linear import check_positive_int
-from .module import Module, Parameter, check_dtype, check_rng
+from .module import Module, Parameter, check_dtype
 
 
 class _ConvNd(Module):

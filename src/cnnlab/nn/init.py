@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._random import check_rng
 from ..autograd import Tensor
 
 _GAINS = {
@@ -35,15 +36,6 @@ def _array(tensor: Any, fn: str) -> np.ndarray:
         raise TypeError(f"{fn}: tensor must be a Tensor or numpy array, got "
                         f"{type(tensor).__name__}")
     return array
-
-
-def _generator(rng: Any, fn: str) -> np.random.Generator:
-    if rng is None:
-        return np.random.default_rng()
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{fn}: rng must be a numpy.random.Generator or None, got "
-                        f"{type(rng).__name__}")
-    return rng
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -92,14 +84,14 @@ def uniform_(tensor: Any, a: float = 0.0, b: float = 1.0, *,
              rng: np.random.Generator | None = None) -> Any:
     """Fill with draws from ``U(a, b)``."""
     shape = _array(tensor, "uniform_").shape
-    return _fill(tensor, _generator(rng, "uniform_").uniform(a, b, shape), "uniform_")
+    return _fill(tensor, check_rng(rng, "uniform_").uniform(a, b, shape), "uniform_")
 
 
 def normal_(tensor: Any, mean: float = 0.0, std: float = 1.0, *,
             rng: np.random.Generator | None = None) -> Any:
     """Fill with draws from ``N(mean, std^2)``."""
     shape = _array(tensor, "normal_").shape
-    return _fill(tensor, _generator(rng, "normal_").normal(mean, std, shape), "normal_")
+    return _fill(tensor, check_rng(rng, "normal_").normal(mean, std, shape), "normal_")
 
 
 def constant_(tensor: Any, val: float) -> Any:
@@ -160,7 +152,7 @@ def default_weight_and_bias_(weight: Any, bias: Any | None, *,
     """PyTorch's ``reset_parameters`` of Linear and ConvNd: ``kaiming_uniform_(weight,
     a=sqrt(5))`` (so ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and the bias from
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
-    rng = _generator(rng, "default_weight_and_bias_")
+    rng = check_rng(rng, "default_weight_and_bias_")
     kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
     if bias is not None:
         fan_in, _ = _calculate_fan_in_and_fan_out(weight)

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._random import check_rng
 from ..ops._args import _is_int
 from . import init
-from .module import Module, Parameter, check_dtype, check_rng
+from .module import Module, Parameter, check_dtype
 
 
 def check_positive_int(value: Any, name: str, owner: str) -> int:

@@ -54,16 +54,6 @@ def check_dtype(dtype: Any, owner: str) -> np.dtype:
     return resolved
 
 
-def check_rng(rng: Any, owner: str) -> np.random.Generator:
-    """The injected generator, or a fresh unseeded one (the library never seeds globally)."""
-    if rng is None:
-        return np.random.default_rng()
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{owner}: rng must be a numpy.random.Generator or None, got "
-                        f"{type(rng).__name__}")
-    return rng
-
-
 def _add_indent(text: str, spaces: int) -> str:
     lines = text.split("\n")
     if len(lines) == 1:

@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import functional as F
+from .._random import check_rng
 from ..autograd import Tensor
 from .linear import check_positive_int
-from .module import Module, Parameter, check_dtype, check_rng
+from .module import Module, Parameter, check_dtype
 
 
 class _BatchNorm(Module):

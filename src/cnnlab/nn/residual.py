@@ -6,11 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from .._random import check_rng
 from .activation import ReLU
 from .container import Sequential
 from .conv import Conv1d, Conv2d, Conv3d
 from .linear import check_positive_int
-from .module import Module, check_rng
+from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 
 _CONV = {1: Conv1d, 2: Conv2d, 3: Conv3d}

@@ -20,19 +20,11 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._random import check_rng
 from ..autograd import Tensor, no_grad
 from ..data.synthetic import delayed_copy, shapes_segmentation
 from ..models import UNet, WaveNet
 from ..optim import Adam
-
-
-def _generator(rng: Any, seed: int, fn: str) -> np.random.Generator:
-    if rng is None:
-        return np.random.default_rng(seed)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{fn}: rng must be a numpy.random.Generator or None, got "
-                        f"{type(rng).__name__}")
-    return rng
 
 
 def _check_steps(steps: Any, fn: str) -> int:
@@ -74,7 +66,7 @@ def train_wavenet_delay(steps: int = 200, delay: int = 6, *, layers: int = 4,
     """
     fn = "train_wavenet_delay"
     steps = _check_steps(steps, fn)
-    rng = _generator(rng, seed, fn)
+    rng = check_rng(rng, fn, default_seed=seed)
     init_rng, data_rng = rng.spawn(2)
     model = WaveNet(init_rng, in_channels=1, out_channels=1, channels=channels,
                     kernel_size=kernel_size, layers=layers)
@@ -136,7 +128,7 @@ def train_unet_segmentation(steps: int = 100, *, size: int = 16, base: int = 8,
     steps = _check_steps(steps, fn)
     if size % 2**depth:
         raise ValueError(f"{fn}: size ({size}) must be divisible by 2**depth ({2**depth})")
-    rng = _generator(rng, seed, fn)
+    rng = check_rng(rng, fn, default_seed=seed)
     init_rng, data_rng = rng.spawn(2)
     model = UNet(init_rng, in_channels=1, out_channels=1, base=base, depth=depth)
     x_test, m_test = shapes_segmentation(64, size, data_rng, noise=noise)
