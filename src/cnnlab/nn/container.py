@@ -24,7 +24,32 @@ def _index(container: Module, index: Any) -> int:
     return index % size
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """Positional access shared by :class:`Sequential` and :class:`ModuleList`."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return self._slice(index)
+        return list(self._modules.values())[_index(self, index)]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        setattr(self, list(self._modules)[_index(self, index)], module)
+
+    def _slice(self, index: slice) -> Module:
+        raise NotImplementedError
+
+    def append(self, module: Module) -> Any:
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied one after another: ``forward(x) = m_k(...m_1(m_0(x)))``.
 
     Built from modules (``Sequential(Conv2d(...), ReLU())``, keys ``"0"``, ``"1"``, ...) or
@@ -52,27 +77,11 @@ class Sequential(Module):
             x = module(x)
         return x
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[index]))
-        return list(self._modules.values())[_index(self, index)]
-
-    def __setitem__(self, index: int, module: Module) -> None:
-        key = list(self._modules)[_index(self, index)]
-        setattr(self, key, module)
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
-        return self
+    def _slice(self, index: slice) -> Sequential:
+        return Sequential(OrderedDict(list(self._modules.items())[index]))
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of sub-Modules, registered under ``"0"``, ``"1"``, ... (no ``forward``)."""
 
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
@@ -80,23 +89,8 @@ class ModuleList(Module):
         if modules is not None:
             self.extend(modules)
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return ModuleList(list(self._modules.values())[index])
-        return self._modules[str(_index(self, index))]
-
-    def __setitem__(self, index: int, module: Module) -> None:
-        setattr(self, str(_index(self, index)), module)
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
+    def _slice(self, index: slice) -> ModuleList:
+        return ModuleList(list(self._modules.values())[index])
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         for module in modules:
