@@ -268,21 +268,23 @@ class Trainer:
                     count += 1
                     self.step += 1
                     progress.update(1)
-                    at_eval = config.eval_every and self.step % config.eval_every == 0
                     done = self.step >= total
-                    if at_eval or done:
+                    at_eval = done or (config.eval_every and self.step % config.eval_every == 0)
+                    at_save = done or self.step % config.checkpoint_every == 0
+                    if at_eval or at_save:  # evaluation and checkpoints are not train time
                         self.train_seconds += time.perf_counter() - started
-                        self._record(running / max(count, 1))
-                        progress.set_postfix(loss=f"{running / max(count, 1):.3f}",
-                                             acc=f"{self.history[-1]['test_accuracy']:.3f}")
-                        running, count = 0.0, 0
+                        if at_eval:
+                            self._record(running / max(count, 1))
+                            progress.set_postfix(loss=f"{running / max(count, 1):.3f}",
+                                                 acc=f"{self.history[-1]['test_accuracy']:.3f}")
+                            running, count = 0.0, 0
+                        if at_save:
+                            self.save()
                         started = time.perf_counter()
-                    if done or self.step % config.checkpoint_every == 0:
-                        self.save()
                     if done:
                         break
                 self.train_seconds += time.perf_counter() - started
-                if self.step < total or config.epochs is not None:
+                if self.step < total:  # an epoch ended with steps still to go
                     if not config.eval_every and count:
                         self._record(running / count)
                         running, count = 0.0, 0
