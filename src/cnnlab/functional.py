@@ -100,7 +100,13 @@ def _wrap(out: np.ndarray, inputs: Sequence[Any], vjp: Callable[[np.ndarray], Se
                if t is not None]
 
     def batched_vjp(g: np.ndarray) -> Sequence[Any]:
-        return vjp(g[None] if unbatched else g)
+        if not unbatched:
+            return vjp(g)
+        # The op ran on x[None]: its gradient comes back batched; drop that axis again.
+        grads = list(vjp(g[None]))
+        if grads[0] is not None:
+            grads[0] = grads[0][0]
+        return grads
 
     return Tensor.from_op(out, parents, batched_vjp)
 
@@ -235,8 +241,6 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
     def vjp(g: np.ndarray) -> tuple[Any, ...]:
         gx, gw, gb = conv_nd_backward(x_arr, w_arr, g, spec, _needs(x), _needs(weight),
                                       _needs(bias), saved)
-        if gx is not None and unbatched:
-            gx = gx[0]
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
     return _wrap(y, [x, weight, bias], vjp, unbatched)
@@ -314,8 +318,6 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
     def vjp(g: np.ndarray) -> tuple[Any, ...]:
         gx, gw, gb = conv_transpose_nd_backward(x_arr, w_arr, g, spec, _needs(x),
                                                 _needs(weight), _needs(bias))
-        if gx is not None and unbatched:
-            gx = gx[0]
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
     return _wrap(y, [x, weight, bias], vjp, unbatched)
@@ -404,12 +406,7 @@ def pad(x: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value: flo
 def _unary_op(out: np.ndarray, x: Any, unbatched: bool,
               backward: Callable[[np.ndarray], np.ndarray]) -> ArrayOrTensor:
     """Bind a one-input kernel's output to its VJP ``backward`` (batched grad -> grad)."""
-
-    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-        gx = backward(g)
-        return (gx[0] if unbatched else gx,)
-
-    return _wrap(out, [x], vjp, unbatched)
+    return _wrap(out, [x], lambda g: (backward(g),), unbatched)
 
 
 def _like_input(x: Any, indices: np.ndarray) -> np.ndarray | Tensor:
