@@ -4,19 +4,23 @@ The layer computes (PyTorch's convention, the lecture's sum with the filter un-f
 
     y[n, o, p] = sum_{c in group(o)} sum_k x_pad[n, c, p*s + k*d] * w[o, c, k]
 
-Algorithm ("channel-major shifted columns"): the zero-padded input is stored once as
-``grid[phase, c, n*prod(G) + g]`` where a stride-``s`` axis of padded length ``P`` is split
-into ``s`` phases of length ``G = ceil(P / s)`` (stride = stride 1 on each phase). Kernel tap
-``k`` then reads phase ``(k*d) % s`` at a constant flat offset ``(k*d) // s``, so one chunk of
-the im2col matrix is ``K`` contiguous slices, and the layer is one wide GEMM per chunk::
+Algorithm ("channel-major phase grid, exact columns"): the zero-padded input is stored once
+as ``grid[phase, c, n, *g]``, where a stride-``s`` axis of padded length ``P`` is split into
+``s`` phases of length ``G = ceil(P / s)`` (stride = stride 1 on each phase, the lecture's
+"stride 1 followed by downsampling" read backwards). Kernel tap ``k`` then reads phase
+``(k*d) % s`` shifted by ``(k*d) // s`` along each axis, so the im2col matrix of a chunk is
+``K`` strided slice copies, and the layer is one wide GEMM per chunk::
 
     out[:, chunk] = W (C_out, K*C_in) @ cols (K*C_in, chunk)
 
-computed on the whole grid and cropped to the valid outputs. Chunks keep the column buffer
-under :data:`COLS_BUDGET_BYTES`, whatever the batch size.
+Columns cover exactly the ``N * prod(out)`` output positions. Their memory order is either
+image-major ``(n, *o)`` or, when output rows are short, batch-minor ``(*o, n)``: then the
+slice a tap copies is contiguous over ``o_last * N`` items instead of ``o_last``
+(:attr:`ConvGeometry.batch_inner`). Chunks along the outermost position axis keep the
+column buffer near :data:`COLS_BUDGET_BYTES`, whatever the batch size.
 
 The VJPs reuse the same columns: ``grad_w = gy @ cols.T`` and ``grad_cols = W.T @ gy``
-scattered back through the same offsets (col2im), which is also the transposed convolution.
+added back through the same slices (col2im), which is also the transposed convolution.
 """
 
 from __future__ import annotations
@@ -77,9 +81,10 @@ def release_workspace() -> None:
 class ConvGeometry:
     """Everything a GEMM convolution needs to know about its shapes, computed once.
 
-    ``padded``: input spatial size after padding; ``grid``: per-phase size ``ceil(P / s)``;
-    ``phases``: the stride phases that some tap reads; ``tap_phase``/``tap_offset``: for each
-    kernel tap (C-order over the kernel axes) its phase index and flat offset in the grid.
+    ``grid``: per-phase padded size ``ceil(P / s)``; ``phases``: the stride phases that some
+    tap reads; ``tap_phase``/``tap_shift``: for each kernel tap (C-order over the kernel
+    axes) its phase index and its shift along each grid axis; ``batch_inner``: positions
+    are stored ``(*spatial, n)`` rather than ``(n, *spatial)`` (see the module docstring).
     """
 
     batch: int
@@ -95,17 +100,30 @@ class ConvGeometry:
     grid: tuple[int, ...]
     phases: tuple[tuple[int, ...], ...]
     tap_phase: tuple[int, ...]
-    tap_offset: tuple[int, ...]
+    tap_shift: tuple[tuple[int, ...], ...]
+    batch_inner: bool
 
     @property
-    def grid_size(self) -> int:
-        """Flat length of the grid over batch and space: ``N * prod(G)``."""
-        return self.batch * prod(self.grid)
+    def columns(self) -> int:
+        """Number of im2col columns: one per output position, ``N * prod(out)``."""
+        return self.batch * prod(self.out_spatial)
 
-    @property
-    def tail(self) -> int:
-        """Zeros after the grid so the largest tap offset never reads past the end."""
-        return max(self.tap_offset, default=0)
+    def positions(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """Memory order of the (batch, *spatial) position axes: ``(*spatial, N)`` or
+        ``(N, *spatial)``."""
+        return (*spatial, self.batch) if self.batch_inner else (self.batch, *spatial)
+
+    def logical(self, a: np.ndarray, lead: int) -> np.ndarray:
+        """View of ``a`` (*lead, *positions) in logical order (*lead, N, *spatial)."""
+        if not self.batch_inner:
+            return a
+        ndim = len(self.kernel)
+        return np.moveaxis(a, lead + ndim, lead)
+
+
+# Rows of at least this many outputs are copied fast enough image by image; shorter rows
+# store the batch innermost so that a tap's slice stays contiguous over ``o_last * N``.
+LONG_ROW = 16
 
 
 @lru_cache(maxsize=512)
@@ -124,22 +142,22 @@ def conv_geometry(
     in_spatial, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, padding))
     grid = tuple(ceil_div(p, s) for p, s in zip(padded, stride))
-    grid_strides = [prod(grid[i + 1:]) for i in range(len(grid))]
     phase_ids: dict[tuple[int, ...], int] = {}
-    tap_phase, tap_offset = [], []
+    tap_phase, tap_shift = [], []
     for tap in product(*(range(k) for k in kernel)):
         reach = [t * d for t, d in zip(tap, dilation)]
         phase = tuple(r % s for r, s in zip(reach, stride))
-        shift = sum((r // s) * gs for r, s, gs in zip(reach, stride, grid_strides))
         tap_phase.append(phase_ids.setdefault(phase, len(phase_ids)))
-        tap_offset.append(shift)
+        tap_shift.append(tuple(r // s for r, s in zip(reach, stride)))
+    out_spatial = conv_output_shape(in_spatial, kernel, stride, padding, dilation)
+    image_bytes = prod(out_spatial) * len(tap_phase) * x_shape[1] // groups * 4
+    batch_inner = bool(out_spatial) and (out_spatial[-1] < LONG_ROW
+                                         or image_bytes > COLS_BUDGET_BYTES)
     return ConvGeometry(
         batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,
         in_spatial=in_spatial, kernel=kernel, stride=stride, dilation=dilation,
-        padding=padding, out_spatial=conv_output_shape(in_spatial, kernel, stride, padding,
-                                                       dilation),
-        grid=grid, phases=tuple(phase_ids), tap_phase=tuple(tap_phase),
-        tap_offset=tuple(tap_offset),
+        padding=padding, out_spatial=out_spatial, grid=grid, phases=tuple(phase_ids),
+        tap_phase=tuple(tap_phase), tap_shift=tuple(tap_shift), batch_inner=batch_inner,
     )
 
 
@@ -158,17 +176,17 @@ def _phase_slices(geo: ConvGeometry, phase: tuple[int, ...]):
 
 
 def to_grid(x: np.ndarray, geo: ConvGeometry, keep: bool = False) -> np.ndarray:
-    """(N, C, *spatial) -> zero-padded phase grid (phases, C, N*prod(G) + tail), one copy.
+    """(N, C, *spatial) -> zero-padded phase grid (phases, C, *positions(grid)), one copy.
 
     ``keep``: a new array that outlives the call (else workspace scratch).
     """
-    shape = (len(geo.phases), geo.in_channels, geo.grid_size + geo.tail)
+    shape = (len(geo.phases), geo.in_channels, *geo.positions(geo.grid))
     flat = np.zeros(shape, x.dtype) if keep else scratch("grid", shape, x.dtype, zero=True)
+    grid = geo.logical(flat, 2)  # (phases, C, N, *G)
     x_cm = x.swapaxes(0, 1)  # (C, N, *spatial), a view
     for index, phase in enumerate(geo.phases):
-        cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
         grid_index, input_index = _phase_slices(geo, phase)
-        cube[(slice(None), slice(None), *grid_index)] = x_cm[(Ellipsis, *input_index)]
+        grid[(index, slice(None), slice(None), *grid_index)] = x_cm[(Ellipsis, *input_index)]
     return flat
 
 
@@ -181,38 +199,41 @@ def from_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     all_read = len(geo.phases) == prod(geo.stride)
     out = np.empty(shape, flat.dtype) if all_read else np.zeros(shape, flat.dtype)
     out_cm = out.swapaxes(0, 1)  # (C, N, *spatial) view: write channel-major, no 2nd copy
+    grid = geo.logical(flat, 2)
     for index, phase in enumerate(geo.phases):
-        cube = flat[index, :, : geo.grid_size].reshape(geo.in_channels, geo.batch, *geo.grid)
         grid_index, input_index = _phase_slices(geo, phase)
-        out_cm[(Ellipsis, *input_index)] = cube[(slice(None), slice(None), *grid_index)]
+        out_cm[(Ellipsis, *input_index)] = grid[(index, slice(None), slice(None), *grid_index)]
     return out
 
 
 def grid_to_output(out_flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """(C_out, N*prod(G)) on the grid -> cropped (N, C_out, *out_spatial)."""
-    cube = out_flat.reshape(geo.out_channels, geo.batch, *geo.grid)
-    crop = tuple(slice(0, o) for o in geo.out_spatial)
+    """(C_out, *positions(out)) -> (N, C_out, *out_spatial), a new array."""
     # Always a new array: out_flat is workspace scratch that the next call overwrites.
     out = np.empty((geo.batch, geo.out_channels, *geo.out_spatial), dtype=out_flat.dtype)
-    out[...] = cube[(slice(None), slice(None), *crop)].swapaxes(0, 1)
+    out.swapaxes(0, 1)[...] = geo.logical(out_flat, 1)
     return out
 
 
 def output_to_grid(gy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Adjoint of :func:`grid_to_output`: (N, C_out, *o) -> (C_out, N*prod(G)), zeros elsewhere.
+    """Adjoint of :func:`grid_to_output`: (N, C_out, *o) -> (C_out, *positions(out)).
 
-    ``gy`` may be smaller than ``out_spatial`` (transposed convolution with output padding).
+    ``gy`` may be smaller than ``out_spatial`` (transposed convolution with output
+    padding): the positions it lacks are zeros.
     """
-    flat = scratch("gy_grid", (geo.out_channels, geo.grid_size), gy.dtype, zero=True)
-    cube = flat.reshape(geo.out_channels, geo.batch, *geo.grid)
+    shape = (geo.out_channels, *geo.positions(geo.out_spatial))
+    partial = tuple(gy.shape[2:]) != geo.out_spatial
+    flat = scratch("gy_grid", shape, gy.dtype, zero=partial)
     crop = tuple(slice(0, o) for o in gy.shape[2:])
-    cube[(slice(None), slice(None), *crop)] = gy.swapaxes(0, 1)
+    geo.logical(flat, 1)[(slice(None), slice(None), *crop)] = gy.swapaxes(0, 1)
     return flat
 
 
-def _chunk_length(geo: ConvGeometry, itemsize: int) -> int:
-    rows = len(geo.tap_offset) * geo.in_channels
-    return max(1, min(geo.grid_size, COLS_BUDGET_BYTES // max(rows * itemsize, 1)))
+def _chunk_units(geo: ConvGeometry, itemsize: int) -> tuple[int, int]:
+    """(units along the outermost position axis, units per chunk) for the column buffer."""
+    positions = geo.positions(geo.out_spatial)
+    unit_bytes = prod(positions[1:]) * len(geo.tap_phase) * geo.in_channels * itemsize
+    units = positions[0] if positions else 1
+    return units, max(1, min(units, COLS_BUDGET_BYTES // max(unit_bytes, 1)))
 
 
 def _weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
@@ -231,28 +252,63 @@ def _weight_from_matrix(wm: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(shape))
 
 
-def _cols_buffers(geo: ConvGeometry, dtype: np.dtype, chunk: int):
-    """One flat buffer; each chunk views its first ``rows*length`` items as (g, K, C/g, L).
+class _Chunk:
+    """One chunk of output positions: units ``[start, stop)`` of the outermost position axis.
 
-    Viewing a prefix (not slicing the last axis) keeps every chunk's view contiguous, so
-    reshapes never copy and ``matmul(out=...)`` writes into the buffer itself.
+    ``cols``: the chunk's column buffer (g, K, C/g, *positions), a contiguous prefix of one
+    workspace buffer, so that reshapes never copy and ``matmul(out=...)`` writes into it.
     """
-    groups, taps = geo.groups, len(geo.tap_offset)
-    c_in_g = geo.in_channels // groups
-    buffer = scratch("cols", (groups * taps * c_in_g * chunk,), dtype)
 
-    def view(length: int) -> np.ndarray:
-        return buffer[: groups * taps * c_in_g * length].reshape(groups, taps, c_in_g, length)
+    def __init__(self, geo: ConvGeometry, buffer: np.ndarray, start: int, stop: int) -> None:
+        self.geo, self.start, self.stop = geo, start, stop
+        positions = geo.positions(geo.out_spatial)
+        self.positions = (stop - start, *positions[1:])
+        self.length = prod(self.positions)
+        groups, taps = geo.groups, len(geo.tap_phase)
+        rows = taps * geo.in_channels // groups
+        self.cols = buffer[: groups * rows * self.length].reshape(
+            groups, taps, geo.in_channels // groups, *self.positions)
+        self.matrix = self.cols.reshape(groups, rows, self.length)
 
-    return view
+    def window(self, tap: int) -> tuple:
+        """Index into a logical grid (phases, g, C/g, N, *G) of what ``tap`` reads."""
+        geo = self.geo
+        spatial = [slice(t, t + o) for t, o in zip(geo.tap_shift[tap], geo.out_spatial)]
+        batch = slice(None)
+        if geo.batch_inner:
+            first = spatial[0]
+            spatial[0] = slice(first.start + self.start, first.start + self.stop)
+        else:
+            batch = slice(self.start, self.stop)
+        return (geo.tap_phase[tap], slice(None), slice(None), batch, *spatial)
+
+    def of(self, a: np.ndarray) -> np.ndarray:
+        """This chunk's columns of ``a`` (rows, *positions(out)) as a (g, rows/g, L) view."""
+        part = a[:, self.start : self.stop]
+        return part.reshape(self.geo.groups, a.shape[0] // self.geo.groups, self.length)
 
 
-def _fill_cols(cols: np.ndarray, grid: np.ndarray, geo: ConvGeometry, start: int) -> None:
-    """cols (g, K, C_in/g, L) <- grid (phases, g, C_in/g, :) shifted by each tap's offset."""
-    length = cols.shape[-1]
-    for tap, (phase, offset) in enumerate(zip(geo.tap_phase, geo.tap_offset)):
-        begin = start + offset
-        cols[:, tap] = grid[phase, :, :, begin : begin + length]
+def _chunks(geo: ConvGeometry, dtype: np.dtype, itemsize: int):
+    units, per_chunk = _chunk_units(geo, itemsize)
+    rows = len(geo.tap_phase) * geo.in_channels
+    buffer = scratch("cols", (rows * per_chunk * max(prod(geo.positions(geo.out_spatial)[1:]),
+                                                      1),), dtype)
+    for start in range(0, units, per_chunk):
+        yield _Chunk(geo, buffer, start, min(units, start + per_chunk))
+
+
+def _grouped_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Physical phase grid (phases, C, *positions) -> logical (phases, g, C/g, N, *G) view."""
+    grid = geo.logical(flat, 2)
+    return grid.reshape(grid.shape[0], geo.groups, geo.in_channels // geo.groups,
+                        *grid.shape[2:])
+
+
+def _fill_cols(chunk: _Chunk, grid: np.ndarray) -> None:
+    """chunk.cols (g, K, C/g, *positions) <- each tap's window of the logical ``grid``."""
+    cols = chunk.geo.logical(chunk.cols, 3)
+    for tap in range(len(chunk.geo.tap_phase)):
+        cols[:, tap] = grid[chunk.window(tap)]
 
 
 def is_pointwise(geo: ConvGeometry) -> bool:
@@ -308,23 +364,16 @@ def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry,
     """
     if is_pointwise(geo):
         return _pointwise_forward(x, w, geo)
-    groups, taps = geo.groups, len(geo.tap_offset)
-    c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     flat_grid = to_grid(x, geo, keep=saved is not None)
     if saved is not None:
         saved["grid"] = flat_grid
-    grid = flat_grid.reshape(len(geo.phases), groups, c_in_g, -1)
-    wm = _weight_matrix(w, groups)
-    out = scratch("out_grid", (groups, c_out_g, geo.grid_size), x.dtype)
-    chunk = _chunk_length(geo, x.itemsize)
-    cols = _cols_buffers(geo, x.dtype, chunk)
-    for start in range(0, geo.grid_size, chunk):
-        length = min(chunk, geo.grid_size - start)
-        view = cols(length)
-        _fill_cols(view, grid, geo, start)
-        np.matmul(wm, view.reshape(groups, taps * c_in_g, length),
-                  out=out[:, :, start : start + length])
-    return grid_to_output(out.reshape(geo.out_channels, geo.grid_size), geo)
+    grid = _grouped_grid(flat_grid, geo)
+    wm = _weight_matrix(w, geo.groups)
+    out = scratch("out_grid", (geo.out_channels, *geo.positions(geo.out_spatial)), x.dtype)
+    for chunk in _chunks(geo, x.dtype, x.itemsize):
+        _fill_cols(chunk, grid)
+        np.matmul(wm, chunk.matrix, out=chunk.of(out))
+    return grid_to_output(out, geo)
 
 
 def conv_backward(
@@ -339,47 +388,43 @@ def conv_backward(
     """VJPs of :func:`conv_forward`: (grad_x (N, C_in, *spatial), grad_w like w).
 
     One pass over the chunks serves both: ``grad_w.T += cols @ gy_chunk.T`` and
-    ``grad_grid[tap shifts] += (W.T @ gy_chunk)[tap]`` (col2im). ``grad_x`` alone is the
+    ``grad_grid[tap window] += (W.T @ gy_chunk)[tap]`` (col2im). ``grad_x`` alone is the
     transposed convolution of ``gy``; ``x`` may then be ``None``.
     """
     if is_pointwise(geo):
         return _pointwise_backward(x, w, gy, geo, need_input, need_weight)
     if (need_weight and not all_finite(x)) or (need_input and not all_finite(w)):
         return _window_backward(x, w, gy, geo, need_input, need_weight)
-    groups, taps = geo.groups, len(geo.tap_offset)
+    groups, taps = geo.groups, len(geo.tap_phase)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     dtype = gy.dtype
-    gy_grid = output_to_grid(gy, geo).reshape(groups, c_out_g, geo.grid_size)
+    gy_flat = output_to_grid(gy, geo)
     wm = _weight_matrix(w, groups)
-    chunk = _chunk_length(geo, gy.itemsize)
-    grid = None
+    grid = grad_flat = grad_grid = None
     if need_weight:
         flat_grid = saved["grid"] if saved and "grid" in saved else to_grid(x, geo)
-        grid = flat_grid.reshape(len(geo.phases), groups, c_in_g, -1)
-    grad_grid = (scratch("grad_grid", (len(geo.phases), groups, c_in_g,
-                                       geo.grid_size + geo.tail), dtype, zero=True)
-                 if need_input else None)
+        grid = _grouped_grid(flat_grid, geo)
+    if need_input:
+        grad_flat = scratch("grad_grid", (len(geo.phases), geo.in_channels,
+                                          *geo.positions(geo.grid)), dtype, zero=True)
+        grad_grid = _grouped_grid(grad_flat, geo)
     # grad_w accumulates transposed, (g, K*C_in/g, C_out/g): cols @ gy.T runs about 1.7x
     # faster in OpenBLAS than gy @ cols.T on these long-and-thin products.
     grad_wm_t = np.zeros((groups, taps * c_in_g, c_out_g), dtype) if need_weight else None
-    cols = _cols_buffers(geo, dtype, chunk)
     wm_t = wm.transpose(0, 2, 1)
-    for start in range(0, geo.grid_size, chunk):
-        length = min(chunk, geo.grid_size - start)
-        gy_chunk = gy_grid[:, :, start : start + length]
-        view = cols(length)
-        flat_view = view.reshape(groups, taps * c_in_g, length)
+    for chunk in _chunks(geo, dtype, gy.itemsize):
+        gy_chunk = chunk.of(gy_flat)
         if need_weight:
-            _fill_cols(view, grid, geo, start)
-            grad_wm_t += np.matmul(flat_view, gy_chunk.transpose(0, 2, 1))
+            _fill_cols(chunk, grid)
+            grad_wm_t += np.matmul(chunk.matrix, gy_chunk.transpose(0, 2, 1))
         if need_input:
-            np.matmul(wm_t, gy_chunk, out=flat_view)
-            for tap, (phase, offset) in enumerate(zip(geo.tap_phase, geo.tap_offset)):
-                begin = start + offset
-                grad_grid[phase, :, :, begin : begin + length] += view[:, tap]
+            np.matmul(wm_t, gy_chunk, out=chunk.matrix)
+            cols = geo.logical(chunk.cols, 3)
+            for tap in range(taps):
+                grad_grid[chunk.window(tap)] += cols[:, tap]
     grad_x = grad_w = None
     if need_input:
-        grad_x = from_grid(grad_grid.reshape(len(geo.phases), geo.in_channels, -1), geo)
+        grad_x = from_grid(grad_flat, geo)
     if need_weight:
         grad_w = _weight_from_matrix(grad_wm_t.transpose(0, 2, 1), w.shape)
     return grad_x, grad_w

@@ -38,8 +38,8 @@ GEMM_CALL_SECONDS = 2e-5
 
 def gemm_seconds(geo: ConvGeometry, itemsize: int) -> float:
     taps = prod(geo.kernel)
-    flops = 2.0 * geo.grid_size * geo.out_channels * taps * geo.in_channels / geo.groups
-    col_bytes = 2.0 * geo.grid_size * taps * geo.in_channels * itemsize
+    flops = 2.0 * geo.columns * geo.out_channels * taps * geo.in_channels / geo.groups
+    col_bytes = 2.0 * geo.columns * taps * geo.in_channels * itemsize
     return GEMM_CALL_SECONDS + flops / GEMM_FLOPS_PER_S + col_bytes / COPY_BYTES_PER_S
 
 
@@ -54,6 +54,6 @@ def fft_seconds(geo: ConvGeometry) -> float:
 @lru_cache(maxsize=512)
 def choose_conv_method(geo: ConvGeometry, itemsize: int = 4) -> str:
     """``'gemm'`` or ``'fft'``: whichever the cost model says is faster for this geometry."""
-    if geo.batch == 0 or geo.grid_size == 0:
+    if geo.batch == 0 or geo.columns == 0:
         return "gemm"
     return "fft" if fft_seconds(geo) < gemm_seconds(geo, itemsize) else "gemm"
