@@ -875,8 +875,8 @@ def test_results_never_alias_the_reused_workspace(shape, kwargs):
 @pytest.mark.parametrize("algorithm", ["gemm", "fft", "auto"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nonfinite_samples_no_window_reads_leave_gradients_finite(algorithm, bad):
-    """The GEMM grid also visits positions that are no output; their zero gradient times
-    a NaN/inf input (or weight) must not turn into NaN where torch has finite values."""
+    """A NaN/inf input (or weight) that no window reads must not turn into NaN where torch
+    has finite values (a zero gradient times NaN/inf would)."""
     x = np.arange(12.0).reshape(1, 1, 12)
     x[0, 0, 11] = bad  # k=3, stride 2: windows start at 0..8, so sample 11 is never read
     w = np.array([[[1.0, 2.0, 3.0]]])
@@ -904,6 +904,26 @@ def test_transposed_conv_with_an_infinite_weight_matches_torch():
     theirs = TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), stride=2, padding=1,
                                  output_padding=1).numpy()
     assert_close(ours, theirs, atol=1e-12, rtol=1e-12, what="conv_transpose2d")
+
+
+@pytest.mark.parametrize("x_shape,kernel,kwargs", [
+    ((2, 3, 4, 5), (3, 3), dict(stride=1, padding=1, output_padding=1, dilation=2)),
+    ((2, 3, 20), (3,), dict(stride=2, padding=0, output_padding=2, dilation=3)),
+    ((1, 3, 9, 18), (2, 3), dict(stride=(1, 2), output_padding=(1, 2), dilation=(2, 3))),
+])
+def test_transposed_conv_output_padding_past_stride_with_an_infinite_weight(x_shape, kernel,
+                                                                          kwargs):
+    """Output padding beyond the stride (allowed by dilation) leaves outputs no input
+    reaches; an inf weight times their zero must not write NaN there."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((x_shape[1], 2, *kernel))
+    w[1, 0, *(k - 1 for k in kernel)] = np.inf
+    name = f"conv_transpose{len(kernel)}d"
+    ours = getattr(F, name)(x, w, **kwargs)
+    theirs = getattr(TF, name)(torch.tensor(x), torch.tensor(w), **kwargs).numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 EMPTY_BATCH_OPS = {

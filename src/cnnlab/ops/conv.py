@@ -33,13 +33,15 @@ from itertools import product
 import numpy as np
 
 from ._args import PadPairs, ceil_div, conv_output_shape, prod
-from .pad import pad_backward, pad_forward
-from .windows import window_adjoint, window_view
 
 # Upper bound on one chunk's im2col buffer (and its gradient). 8 MiB keeps a chunk and the
 # weight within the L3 share of one core pair while leaving GEMMs wide enough to run at
 # full BLAS speed (benchmarks/bench_conv.py, shapes ResNet 3x3 and LeNet C3).
 COLS_BUDGET_BYTES = 8 * 2**20
+# Training keeps a layer's whole column matrix from the forward for the weight gradient
+# when it is at most this large (LeNet-5's layers: 10 and 8 MB); larger layers keep the
+# input grid and rebuild their columns chunk by chunk.
+KEEP_COLS_BYTES = 16 * 2**20
 
 
 class _Workspace(threading.local):
@@ -206,11 +208,20 @@ def from_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return out
 
 
-def grid_to_output(out_flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """(C_out, *positions(out)) -> (N, C_out, *out_spatial), a new array."""
+def grid_to_output(out_flat: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """(C_out, *positions(out)) [+ bias (C_out,)] -> (N, C_out, *out_spatial), a new array.
+
+    The bias is added in the same pass as the layout change.
+    """
     # Always a new array: out_flat is workspace scratch that the next call overwrites.
     out = np.empty((geo.batch, geo.out_channels, *geo.out_spatial), dtype=out_flat.dtype)
-    out.swapaxes(0, 1)[...] = geo.logical(out_flat, 1)
+    logical = geo.logical(out_flat, 1)
+    if bias is None:
+        out.swapaxes(0, 1)[...] = logical
+    else:
+        np.add(logical, bias.reshape((-1,) + (1,) * (logical.ndim - 1)),
+               out=out.swapaxes(0, 1))
     return out
 
 
@@ -282,6 +293,19 @@ class _Chunk:
             batch = slice(self.start, self.stop)
         return (geo.tap_phase[tap], slice(None), slice(None), batch, *spatial)
 
+    def beyond(self, present: tuple[int, ...]) -> list[tuple]:
+        """Indices into the logical columns (g, K, C/g, N, *o) that together cover the
+        positions at or past ``present`` along some axis (a gradient smaller than the
+        output, see :func:`output_to_grid`): one index per short axis."""
+        indices = []
+        for axis, (have, full) in enumerate(zip(present, self.geo.out_spatial)):
+            if have < full:
+                first = have - self.start if axis == 0 and self.geo.batch_inner else have
+                index = [slice(None)] * (4 + len(present))
+                index[4 + axis] = slice(max(first, 0), None)
+                indices.append(tuple(index))
+        return indices
+
     def of(self, a: np.ndarray) -> np.ndarray:
         """This chunk's columns of ``a`` (rows, *positions(out)) as a (g, rows/g, L) view."""
         part = a[:, self.start : self.stop]
@@ -302,6 +326,51 @@ def _grouped_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     grid = geo.logical(flat, 2)
     return grid.reshape(grid.shape[0], geo.groups, geo.in_channels // geo.groups,
                         *grid.shape[2:])
+
+
+def _cols_bytes(geo: ConvGeometry, itemsize: int) -> int:
+    return len(geo.tap_phase) * geo.in_channels // geo.groups * geo.columns * itemsize
+
+
+def _all_columns(geo: ConvGeometry, dtype: np.dtype, buffer: np.ndarray | None = None
+                 ) -> _Chunk:
+    """One chunk spanning every output position, in a new array (or ``buffer``)."""
+    units = geo.positions(geo.out_spatial)[0]
+    if buffer is None:
+        buffer = np.empty(_cols_bytes(geo, 1) * geo.groups, dtype)
+    return _Chunk(geo, buffer.reshape(-1), 0, units)
+
+
+# A weight-gradient product with fewer than this many outputs (K*C_in/g by C_out/g) is
+# split into blocks along its long inner dimension: OpenBLAS runs (25 x L) @ (L x 6) at
+# a third of the speed of 32 blocks of it (LeNet's first layer, benchmarks/bench_conv.py).
+SMALL_WEIGHT_GRAD = 1024
+
+
+def _weight_grad(cols: np.ndarray, gy: np.ndarray, units: int) -> np.ndarray:
+    """cols (g, R, L) @ gy (g, C_out/g, L).T -> (g, R, C_out/g), ``L = units * length``.
+
+    cols @ gy.T runs about 1.7x faster in OpenBLAS than gy @ cols.T on these long, thin
+    products; small outputs are summed over blocks of whole units.
+    """
+    groups, rows, length = cols.shape
+    c_out_g = gy.shape[1]
+    blocks = _block_count(units, length) if rows * c_out_g < SMALL_WEIGHT_GRAD else 1
+    if blocks == 1:
+        return np.matmul(cols, gy.transpose(0, 2, 1))
+    part = length // blocks
+    cols_b = cols.reshape(groups, rows, blocks, part).transpose(0, 2, 1, 3)
+    gy_b = gy.reshape(groups, c_out_g, blocks, part).transpose(0, 2, 3, 1)
+    return np.matmul(cols_b, gy_b).sum(axis=1)
+
+
+def _block_count(units: int, length: int) -> int:
+    """The largest divisor of ``units`` that leaves blocks of at least 2,048 columns, at
+    most 64 blocks."""
+    for blocks in range(min(units, 64, length // 2048), 1, -1):
+        if units % blocks == 0:
+            return blocks
+    return 1
 
 
 def _fill_cols(chunk: _Chunk, grid: np.ndarray) -> None:
@@ -356,24 +425,36 @@ def _pointwise_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray,
 
 
 def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry,
-                 saved: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o).
+                 saved: dict[str, np.ndarray] | None = None,
+                 bias: np.ndarray | None = None) -> np.ndarray:
+    """Zero-padded correlation: x (N, C_in, *spatial), w (C_out, C_in/g, *k) -> (N, C_out, *o),
+    plus ``bias`` (C_out,) when given.
 
-    ``saved``: a dict that receives the input grid for :func:`conv_backward` to reuse
-    (training: the weight gradient reads the same columns).
+    ``saved``: a dict that receives what :func:`conv_backward` reuses for the weight
+    gradient (training): the columns themselves when they fit :data:`KEEP_COLS_BYTES`,
+    else the input grid.
     """
     if is_pointwise(geo):
-        return _pointwise_forward(x, w, geo)
-    flat_grid = to_grid(x, geo, keep=saved is not None)
-    if saved is not None:
-        saved["grid"] = flat_grid
+        y = _pointwise_forward(x, w, geo)
+        if bias is not None:
+            y += bias.reshape((-1,) + (1,) * len(geo.kernel))
+        return y
+    keep_cols = saved is not None and _cols_bytes(geo, x.itemsize) <= KEEP_COLS_BYTES
+    flat_grid = to_grid(x, geo, keep=saved is not None and not keep_cols)
     grid = _grouped_grid(flat_grid, geo)
     wm = _weight_matrix(w, geo.groups)
     out = scratch("out_grid", (geo.out_channels, *geo.positions(geo.out_spatial)), x.dtype)
-    for chunk in _chunks(geo, x.dtype, x.itemsize):
+    if keep_cols:
+        chunks = [_all_columns(geo, x.dtype)]
+        saved["cols"] = chunks[0].cols
+    else:
+        chunks = _chunks(geo, x.dtype, x.itemsize)
+        if saved is not None:
+            saved["grid"] = flat_grid
+    for chunk in chunks:
         _fill_cols(chunk, grid)
         np.matmul(wm, chunk.matrix, out=chunk.of(out))
-    return grid_to_output(out, geo)
+    return grid_to_output(out, geo, bias)
 
 
 def conv_backward(
@@ -393,80 +474,51 @@ def conv_backward(
     """
     if is_pointwise(geo):
         return _pointwise_backward(x, w, gy, geo, need_input, need_weight)
-    if (need_weight and not all_finite(x)) or (need_input and not all_finite(w)):
-        return _window_backward(x, w, gy, geo, need_input, need_weight)
     groups, taps = geo.groups, len(geo.tap_phase)
     c_in_g, c_out_g = geo.in_channels // groups, geo.out_channels // groups
     dtype = gy.dtype
     gy_flat = output_to_grid(gy, geo)
+    partial = tuple(gy.shape[2:]) != geo.out_spatial
     wm = _weight_matrix(w, groups)
     grid = grad_flat = grad_grid = None
-    if need_weight:
+    # grad_w accumulates transposed, (g, K*C_in/g, C_out/g) (see _weight_grad)
+    grad_wm_t = np.zeros((groups, taps * c_in_g, c_out_g), dtype) if need_weight else None
+    if need_weight and saved and "cols" in saved:
+        kept = _all_columns(geo, dtype, saved["cols"])
+        grad_wm_t += _weight_grad(kept.matrix, kept.of(gy_flat), kept.positions[0])
+        need_weight = False  # done; the chunk loop below only serves the input gradient
+    elif need_weight:
         flat_grid = saved["grid"] if saved and "grid" in saved else to_grid(x, geo)
         grid = _grouped_grid(flat_grid, geo)
     if need_input:
         grad_flat = scratch("grad_grid", (len(geo.phases), geo.in_channels,
                                           *geo.positions(geo.grid)), dtype, zero=True)
         grad_grid = _grouped_grid(grad_flat, geo)
-    # grad_w accumulates transposed, (g, K*C_in/g, C_out/g): cols @ gy.T runs about 1.7x
-    # faster in OpenBLAS than gy @ cols.T on these long-and-thin products.
-    grad_wm_t = np.zeros((groups, taps * c_in_g, c_out_g), dtype) if need_weight else None
     wm_t = wm.transpose(0, 2, 1)
-    for chunk in _chunks(geo, dtype, gy.itemsize):
+    for chunk in _chunks(geo, dtype, gy.itemsize) if need_weight or need_input else ():
         gy_chunk = chunk.of(gy_flat)
         if need_weight:
             _fill_cols(chunk, grid)
-            grad_wm_t += np.matmul(chunk.matrix, gy_chunk.transpose(0, 2, 1))
+            grad_wm_t += _weight_grad(chunk.matrix, gy_chunk, chunk.positions[0])
         if need_input:
-            np.matmul(wm_t, gy_chunk, out=chunk.matrix)
+            with np.errstate(invalid="ignore" if partial else "warn"):
+                np.matmul(wm_t, gy_chunk, out=chunk.matrix)
             cols = geo.logical(chunk.cols, 3)
+            if partial:  # W.T @ 0 is NaN for a non-finite W; these outputs do not exist
+                for index in chunk.beyond(gy.shape[2:]):
+                    cols[index] = 0
             for tap in range(taps):
                 grad_grid[chunk.window(tap)] += cols[:, tap]
     grad_x = grad_w = None
     if need_input:
         grad_x = from_grid(grad_flat, geo)
-    if need_weight:
+    if grad_wm_t is not None:
         grad_w = _weight_from_matrix(grad_wm_t.transpose(0, 2, 1), w.shape)
     return grad_x, grad_w
 
 
-# ---------------------------------------------------------------------------------------
-# Exact fallback for non-finite operands. The GEMM path also multiplies the zero gradient
-# of grid positions that are no output (row tails, skipped stride phases) by input samples
-# or weights; 0 * NaN or 0 * inf is NaN, which IEEE arithmetic of the real convolution
-# never forms. With a NaN/inf in x (for grad_w) or in w (for grad_x), the VJPs are instead
-# contracted over the true windows only (slower, rare).
-
-
 def all_finite(a: np.ndarray | None) -> bool:
     """No NaN or inf in ``a`` (None counts as finite); one reduction, no mask array."""
-    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: then we only
-    # take the slower exact path).
+    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then
+    # only take their slower NaN-aware path).
     return a is None or bool(np.isfinite(np.sum(a)))
-
-
-def _window_backward(x: np.ndarray | None, w: np.ndarray, gy: np.ndarray, geo: ConvGeometry,
-                     need_input: bool, need_weight: bool
-                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """:func:`conv_backward` by einsum over ``window_view`` windows: (N, g, C/g, *o, *k)."""
-    ndim, groups = len(geo.kernel), geo.groups
-    out_spatial = gy.shape[2:]  # may be smaller than geo.out_spatial (transposed conv)
-    o_axes, k_axes = "pqr"[:ndim], "uvw"[:ndim]
-    gy_g = gy.reshape(geo.batch, groups, geo.out_channels // groups, *out_spatial)
-    w_g = w.reshape(groups, geo.out_channels // groups, *w.shape[1:])
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
-    grad_x = grad_w = None
-    if need_weight:
-        xp = pad_forward(x, geo.padding, "zeros")
-        windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, out_spatial)
-        windows = windows.reshape(geo.batch, groups, geo.in_channels // groups,
-                                  *windows.shape[2:])
-        grad_w = np.einsum(f"ngc{o_axes}{k_axes},ngf{o_axes}->gfc{k_axes}", windows, gy_g)
-        grad_w = grad_w.reshape(w.shape).astype(gy.dtype, copy=False)
-    if need_input:
-        grad_windows = np.einsum(f"ngf{o_axes},gfc{k_axes}->ngc{o_axes}{k_axes}", gy_g, w_g)
-        grad_windows = grad_windows.reshape(geo.batch, geo.in_channels, *out_spatial,
-                                            *geo.kernel)
-        grad_xp = window_adjoint(grad_windows, padded, geo.stride, geo.dilation)
-        grad_x = np.ascontiguousarray(pad_backward(grad_xp, geo.padding, "zeros"))
-    return grad_x, grad_w

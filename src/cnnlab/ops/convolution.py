@@ -79,11 +79,10 @@ def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpe
     if _method(geo, spec, x, w) == "fft":
         y = fft_conv_forward(_zero_padded(x_in, geo), w, geo.stride, geo.dilation, geo.groups,
                              geo.out_spatial)
-    else:
-        y = conv_forward(x_in, w, geo, saved)
-    if bias is not None:
-        y += bias.reshape((1, -1) + (1,) * len(geo.kernel))
-    return y
+        if bias is not None:
+            y += bias.reshape((1, -1) + (1,) * len(geo.kernel))
+        return y
+    return conv_forward(x_in, w, geo, saved, bias)
 
 
 def conv_nd_backward(
