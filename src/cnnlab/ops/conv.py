@@ -31,6 +31,7 @@ from functools import lru_cache
 from itertools import product
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ._args import PadPairs, ceil_div, conv_output_shape, prod
 
@@ -86,7 +87,9 @@ class ConvGeometry:
     ``grid``: per-phase padded size ``ceil(P / s)``; ``phases``: the stride phases that some
     tap reads; ``tap_phase``/``tap_shift``: for each kernel tap (C-order over the kernel
     axes) its phase index and its shift along each grid axis; ``batch_inner``: positions
-    are stored ``(*spatial, n)`` rather than ``(n, *spatial)`` (see the module docstring).
+    are stored ``(*spatial, n)`` rather than ``(n, *spatial)`` (see the module docstring);
+    ``tap_step``: with a single phase, tap ``t`` shifts by ``t * tap_step`` along each axis,
+    so all taps are one strided view of the grid (else ``None``).
     """
 
     batch: int
@@ -104,6 +107,7 @@ class ConvGeometry:
     tap_phase: tuple[int, ...]
     tap_shift: tuple[tuple[int, ...], ...]
     batch_inner: bool
+    tap_step: tuple[int, ...] | None
 
     @property
     def columns(self) -> int:
@@ -155,11 +159,13 @@ def conv_geometry(
     image_bytes = prod(out_spatial) * len(tap_phase) * x_shape[1] // groups * 4
     batch_inner = bool(out_spatial) and (out_spatial[-1] < LONG_ROW
                                          or image_bytes > COLS_BUDGET_BYTES)
+    single_phase = len(phase_ids) == 1
     return ConvGeometry(
         batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,
         in_spatial=in_spatial, kernel=kernel, stride=stride, dilation=dilation,
         padding=padding, out_spatial=out_spatial, grid=grid, phases=tuple(phase_ids),
         tap_phase=tuple(tap_phase), tap_shift=tuple(tap_shift), batch_inner=batch_inner,
+        tap_step=tuple(d // s for d, s in zip(dilation, stride)) if single_phase else None,
     )
 
 
@@ -239,12 +245,13 @@ def output_to_grid(gy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return flat
 
 
-def _chunk_units(geo: ConvGeometry, itemsize: int) -> tuple[int, int]:
-    """(units along the outermost position axis, units per chunk) for the column buffer."""
+def _chunk_units(geo: ConvGeometry, itemsize: int, budget: int) -> tuple[int, int]:
+    """(units along the outermost position axis, units per chunk of at most ``budget``
+    bytes of columns, but at least one)."""
     positions = geo.positions(geo.out_spatial)
     unit_bytes = prod(positions[1:]) * len(geo.tap_phase) * geo.in_channels * itemsize
     units = positions[0] if positions else 1
-    return units, max(1, min(units, COLS_BUDGET_BYTES // max(unit_bytes, 1)))
+    return units, max(1, min(units, budget // max(unit_bytes, 1)))
 
 
 def _weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
@@ -266,20 +273,16 @@ def _weight_from_matrix(wm: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class _Chunk:
     """One chunk of output positions: units ``[start, stop)`` of the outermost position axis.
 
-    ``cols``: the chunk's column buffer (g, K, C/g, *positions), a contiguous prefix of one
-    workspace buffer, so that reshapes never copy and ``matmul(out=...)`` writes into it.
+    ``cols``: the chunk's columns (g, K, C/g, *positions) in memory order, a view whose
+    reshapes never copy, so ``matmul(out=...)`` writes into it: a contiguous prefix of the
+    workspace buffer, or a slice of a layer's kept column matrix.
     """
 
-    def __init__(self, geo: ConvGeometry, buffer: np.ndarray, start: int, stop: int) -> None:
-        self.geo, self.start, self.stop = geo, start, stop
-        positions = geo.positions(geo.out_spatial)
-        self.positions = (stop - start, *positions[1:])
+    def __init__(self, geo: ConvGeometry, cols: np.ndarray, start: int, stop: int) -> None:
+        self.geo, self.start, self.stop, self.cols = geo, start, stop, cols
+        self.positions = cols.shape[3:]
         self.length = prod(self.positions)
-        groups, taps = geo.groups, len(geo.tap_phase)
-        rows = taps * geo.in_channels // groups
-        self.cols = buffer[: groups * rows * self.length].reshape(
-            groups, taps, geo.in_channels // groups, *self.positions)
-        self.matrix = self.cols.reshape(groups, rows, self.length)
+        self.matrix = cols.reshape(geo.groups, cols.shape[1] * cols.shape[2], self.length)
 
     def window(self, tap: int) -> tuple:
         """Index into a logical grid (phases, g, C/g, N, *G) of what ``tap`` reads."""
@@ -312,13 +315,22 @@ class _Chunk:
         return part.reshape(self.geo.groups, a.shape[0] // self.geo.groups, self.length)
 
 
-def _chunks(geo: ConvGeometry, dtype: np.dtype, itemsize: int):
-    units, per_chunk = _chunk_units(geo, itemsize)
-    rows = len(geo.tap_phase) * geo.in_channels
-    buffer = scratch("cols", (rows * per_chunk * max(prod(geo.positions(geo.out_spatial)[1:]),
-                                                      1),), dtype)
+def _chunks(geo: ConvGeometry, dtype: np.dtype, budget: int, kept: np.ndarray | None = None):
+    """The chunks covering every output position, each with at most ``budget`` bytes of
+    columns: views of ``kept`` (g, K, C/g, *positions) when given, else workspace."""
+    units, per_chunk = _chunk_units(geo, np.dtype(dtype).itemsize, budget)
+    positions = geo.positions(geo.out_spatial)
+    shape = (geo.groups, len(geo.tap_phase), geo.in_channels // geo.groups)
+    if kept is None:
+        buffer = scratch("cols", (prod(shape) * per_chunk * prod(positions[1:]),), dtype)
     for start in range(0, units, per_chunk):
-        yield _Chunk(geo, buffer, start, min(units, start + per_chunk))
+        stop = min(units, start + per_chunk)
+        if kept is not None:
+            cols = kept[:, :, :, start:stop]
+        else:
+            chunk_shape = (*shape, stop - start, *positions[1:])
+            cols = buffer[: prod(chunk_shape)].reshape(chunk_shape)
+        yield _Chunk(geo, cols, start, stop)
 
 
 def _grouped_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -332,13 +344,10 @@ def _cols_bytes(geo: ConvGeometry, itemsize: int) -> int:
     return len(geo.tap_phase) * geo.in_channels // geo.groups * geo.columns * itemsize
 
 
-def _all_columns(geo: ConvGeometry, dtype: np.dtype, buffer: np.ndarray | None = None
-                 ) -> _Chunk:
-    """One chunk spanning every output position, in a new array (or ``buffer``)."""
-    units = geo.positions(geo.out_spatial)[0]
-    if buffer is None:
-        buffer = np.empty(_cols_bytes(geo, 1) * geo.groups, dtype)
-    return _Chunk(geo, buffer.reshape(-1), 0, units)
+def _new_columns(geo: ConvGeometry, dtype: np.dtype) -> np.ndarray:
+    """A new (g, K, C/g, *positions(out)) array for columns that outlive the call."""
+    return np.empty((geo.groups, len(geo.tap_phase), geo.in_channels // geo.groups,
+                     *geo.positions(geo.out_spatial)), dtype)
 
 
 # A weight-gradient product with fewer than this many outputs (K*C_in/g by C_out/g) is
@@ -374,10 +383,24 @@ def _block_count(units: int, length: int) -> int:
 
 
 def _fill_cols(chunk: _Chunk, grid: np.ndarray) -> None:
-    """chunk.cols (g, K, C/g, *positions) <- each tap's window of the logical ``grid``."""
-    cols = chunk.geo.logical(chunk.cols, 3)
-    for tap in range(len(chunk.geo.tap_phase)):
-        cols[:, tap] = grid[chunk.window(tap)]
+    """chunk.cols (g, K, C/g, *positions) <- each tap's window of the logical ``grid``.
+
+    One strided copy of all taps at once when the geometry has a single phase (stride 1,
+    or a dilation the stride divides), else one copy per tap.
+    """
+    geo = chunk.geo
+    if geo.tap_step is None:
+        cols = geo.logical(chunk.cols, 3)
+        for tap in range(len(geo.tap_phase)):
+            cols[:, tap] = grid[chunk.window(tap)]
+        return
+    ndim = len(geo.kernel)
+    first = grid[chunk.window(0)]  # (g, C/g, N, *o): what tap 0 reads
+    steps = tuple(step * stride for step, stride in zip(geo.tap_step, grid.strides[4:]))
+    taps = as_strided(first, (first.shape[0], *geo.kernel, *first.shape[1:]),
+                      (first.strides[0], *steps, *first.strides[1:]), writeable=False)
+    cols = chunk.cols.reshape(*chunk.cols.shape[:1], *geo.kernel, *chunk.cols.shape[2:])
+    np.copyto(geo.logical(cols, 2 + ndim), taps)
 
 
 def is_pointwise(geo: ConvGeometry) -> bool:
@@ -444,14 +467,12 @@ def conv_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry,
     grid = _grouped_grid(flat_grid, geo)
     wm = _weight_matrix(w, geo.groups)
     out = scratch("out_grid", (geo.out_channels, *geo.positions(geo.out_spatial)), x.dtype)
+    kept = _new_columns(geo, x.dtype) if keep_cols else None
     if keep_cols:
-        chunks = [_all_columns(geo, x.dtype)]
-        saved["cols"] = chunks[0].cols
-    else:
-        chunks = _chunks(geo, x.dtype, x.itemsize)
-        if saved is not None:
-            saved["grid"] = flat_grid
-    for chunk in chunks:
+        saved["cols"] = kept
+    elif saved is not None:
+        saved["grid"] = flat_grid
+    for chunk in _chunks(geo, x.dtype, COLS_BUDGET_BYTES, kept):
         _fill_cols(chunk, grid)
         np.matmul(wm, chunk.matrix, out=chunk.of(out))
     return grid_to_output(out, geo, bias)
@@ -484,8 +505,9 @@ def conv_backward(
     # grad_w accumulates transposed, (g, K*C_in/g, C_out/g) (see _weight_grad)
     grad_wm_t = np.zeros((groups, taps * c_in_g, c_out_g), dtype) if need_weight else None
     if need_weight and saved and "cols" in saved:
-        kept = _all_columns(geo, dtype, saved["cols"])
-        grad_wm_t += _weight_grad(kept.matrix, kept.of(gy_flat), kept.positions[0])
+        units = geo.positions(geo.out_spatial)[0]
+        kept = _Chunk(geo, saved["cols"], 0, units)
+        grad_wm_t += _weight_grad(kept.matrix, kept.of(gy_flat), units)
         need_weight = False  # done; the chunk loop below only serves the input gradient
     elif need_weight:
         flat_grid = saved["grid"] if saved and "grid" in saved else to_grid(x, geo)
@@ -495,7 +517,7 @@ def conv_backward(
                                           *geo.positions(geo.grid)), dtype, zero=True)
         grad_grid = _grouped_grid(grad_flat, geo)
     wm_t = wm.transpose(0, 2, 1)
-    for chunk in _chunks(geo, dtype, gy.itemsize) if need_weight or need_input else ():
+    for chunk in _chunks(geo, dtype, COLS_BUDGET_BYTES) if need_weight or need_input else ():
         gy_chunk = chunk.of(gy_flat)
         if need_weight:
             _fill_cols(chunk, grid)
