@@ -143,9 +143,16 @@ def max_pool_taps(x: np.ndarray, spec: PoolSpec
     """
     pads = window_padding(x.shape[2:], spec.padding, spec.kernel, spec.stride, spec.dilation,
                           spec.out_spatial)
-    nan_aware = not all_finite(x)
-    out = pad_forward(x, pads, "zeros", value=-np.inf)
-    taps: list[np.ndarray] = []
+    padded = pad_forward(x, pads, "zeros", value=-np.inf)
+    out, taps = _separable_max(padded, spec, nan_aware=False)
+    if not all_finite(out):  # a NaN in x reaches the output (np.maximum propagates it)
+        out, taps = _separable_max(padded, spec, nan_aware=True)
+    return out, taps
+
+
+def _separable_max(padded: np.ndarray, spec: PoolSpec, nan_aware: bool
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    out, taps = padded, []
     for axis in reversed(range(len(spec.kernel))):
         out, arg = _axis_max(out, axis, spec, nan_aware)
         taps.insert(0, arg)
