@@ -452,7 +452,8 @@ def oaconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.n
 def _direct_seconds(in1: np.ndarray, in2: np.ndarray, mode: str) -> float:
     """Modelled time of :func:`_direct_convolve`: overhead, slice copies, column traffic."""
     signal, kernel, crop, pairs = _direct_operands(in1, in2, mode)
-    # Stride 1: the engine's grid is the padded input (cnnlab.ops.conv.conv_geometry).
+    # Sized by the padded input, as when DIRECT_BYTES_PER_S was fitted; the engine now
+    # builds columns for the output positions only, so this errs towards FFT.
     kept = [len(range(*c.indices(n))) for c, n in zip(crop, signal.shape, strict=True)]
     grid_size = prod([n + lo + hi for n, (lo, hi) in zip(kept, pairs, strict=True)])
     itemsize = _compute_dtype(np.result_type(in1, in2)).itemsize
