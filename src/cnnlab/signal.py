@@ -9,7 +9,7 @@ correlation does not, ``(f ⋆ g)[n] = sum_k f[n + k] conj(g[k])``, so
 Algorithms (``method``):
 
 * ``'direct'`` reuses the layer engine, :func:`cnnlab.ops.conv.conv_forward` (one GEMM over
-  shifted columns), with a batch of 1, one channel and the flipped kernel; the zero padding
+  exact columns), with a batch of 1, one channel and the flipped kernel; the zero padding
   that selects the mode is folded into the engine's grid.
 * ``'fft'`` is :func:`fftconvolve`: the convolution theorem with real transforms
   (``scipy.fft.rfftn``) of ``next_fast_len`` size, full ``fftn`` for complex input.
