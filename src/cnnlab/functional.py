@@ -57,7 +57,8 @@ from .ops.windows import fold_nd, unfold_nd
 
 ArrayOrTensor = np.ndarray | Tensor
 
-# Largest conv input whose padded grid the forward keeps for the weight gradient; above it
+# Largest conv input for which the forward keeps anything for the weight gradient (its
+# columns when they fit cnnlab.ops.conv.KEEP_COLS_BYTES, else its padded grid); above it
 # the backward rebuilds the grid rather than hold a second copy of a large activation.
 KEEP_GRID_BYTES = 16 * 2**20
 IntOrTuple = int | Sequence[int]
