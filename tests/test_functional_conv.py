@@ -926,6 +926,22 @@ def test_transposed_conv_output_padding_past_stride_with_an_infinite_weight(x_sh
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
+def test_transposed_conv_weight_gradient_ignores_nan_at_output_padding_only_positions():
+    """An upstream NaN at an output that no input reaches (output padding past the stride)
+    leaves torch's weight gradient finite."""
+    x = np.array([[[1.0, 2.0, 3.0]]])
+    w = np.array([[[0.5, -1.0]]])
+    grad = np.ones((1, 1, 8))
+    grad[0, 0, 7] = np.nan
+    kwargs = dict(stride=1, dilation=3, output_padding=2)
+    ours_x, ours_w = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    F.conv_transpose1d(ours_x, ours_w, algorithm="gemm", **kwargs).backward(grad)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    TF.conv_transpose1d(tx, tw, **kwargs).backward(torch.tensor(grad))
+    np.testing.assert_array_equal(ours_w.grad, tw.grad.numpy())
+    np.testing.assert_array_equal(ours_x.grad, tx.grad.numpy())
+
+
 EMPTY_BATCH_OPS = {
     "conv2d 1x1": lambda x: F.conv2d(x, Tensor(np.ones((6, 4, 1, 1)), requires_grad=True)),
     "conv_transpose2d 1x1": lambda x: F.conv_transpose2d(

@@ -309,6 +309,14 @@ class _Chunk:
                 indices.append(tuple(index))
         return indices
 
+    def clear_beyond(self, present: tuple[int, ...]) -> None:
+        """Zero the columns of outputs that a gradient of size ``present`` lacks: they do
+        not exist, and 0 * NaN/inf there (a non-finite W or input) must not reach the sums.
+        """
+        cols = self.geo.logical(self.cols, 3)
+        for index in self.beyond(present):
+            cols[index] = 0
+
     def of(self, a: np.ndarray) -> np.ndarray:
         """This chunk's columns of ``a`` (rows, *positions(out)) as a (g, rows/g, L) view."""
         part = a[:, self.start : self.stop]
@@ -507,6 +515,8 @@ def conv_backward(
     if need_weight and saved and "cols" in saved:
         units = geo.positions(geo.out_spatial)[0]
         kept = _Chunk(geo, saved["cols"], 0, units)
+        if partial:
+            kept.clear_beyond(gy.shape[2:])
         grad_wm_t += _weight_grad(kept.matrix, kept.of(gy_flat), units)
         need_weight = False  # done; the chunk loop below only serves the input gradient
     elif need_weight:
@@ -521,14 +531,15 @@ def conv_backward(
         gy_chunk = chunk.of(gy_flat)
         if need_weight:
             _fill_cols(chunk, grid)
+            if partial:
+                chunk.clear_beyond(gy.shape[2:])
             grad_wm_t += _weight_grad(chunk.matrix, gy_chunk, chunk.positions[0])
         if need_input:
             with np.errstate(invalid="ignore" if partial else "warn"):
                 np.matmul(wm_t, gy_chunk, out=chunk.matrix)
             cols = geo.logical(chunk.cols, 3)
-            if partial:  # W.T @ 0 is NaN for a non-finite W; these outputs do not exist
-                for index in chunk.beyond(gy.shape[2:]):
-                    cols[index] = 0
+            if partial:
+                chunk.clear_beyond(gy.shape[2:])
             for tap in range(taps):
                 grad_grid[chunk.window(tap)] += cols[:, tap]
     grad_x = grad_w = None
