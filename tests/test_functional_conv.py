@@ -974,3 +974,15 @@ def test_groups_must_be_a_positive_int(groups, error):
         F.conv2d(np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3)), groups=groups)
     with pytest.raises(error, match="conv_transpose2d: groups must be"):
         F.conv_transpose2d(np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3)), groups=groups)
+
+
+def test_kept_columns_budget_counts_every_group():
+    """The keep-or-rebuild decision sizes the columns the forward would actually keep."""
+    from cnnlab.ops.conv import _cols_bytes, conv_forward, conv_geometry
+
+    x = np.ones((2, 4, 6, 6), np.float32)
+    w = np.ones((6, 2, 3, 3), np.float32)
+    geo = conv_geometry(x.shape, w.shape, (1, 1), ((1, 1), (1, 1)), (1, 1), 2)
+    saved: dict = {}
+    conv_forward(x, w, geo, saved)
+    assert saved["cols"].nbytes == _cols_bytes(geo, x.itemsize)

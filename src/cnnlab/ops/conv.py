@@ -245,11 +245,16 @@ def output_to_grid(gy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return flat
 
 
+def _column_rows(geo: ConvGeometry) -> tuple[int, int, int]:
+    """Leading axes of every column array: (groups, taps K, C_in/groups)."""
+    return geo.groups, len(geo.tap_phase), geo.in_channels // geo.groups
+
+
 def _chunk_units(geo: ConvGeometry, itemsize: int, budget: int) -> tuple[int, int]:
     """(units along the outermost position axis, units per chunk of at most ``budget``
     bytes of columns, but at least one)."""
     positions = geo.positions(geo.out_spatial)
-    unit_bytes = prod(positions[1:]) * len(geo.tap_phase) * geo.in_channels * itemsize
+    unit_bytes = prod(positions[1:]) * prod(_column_rows(geo)) * itemsize
     units = positions[0] if positions else 1
     return units, max(1, min(units, budget // max(unit_bytes, 1)))
 
@@ -296,26 +301,17 @@ class _Chunk:
             batch = slice(self.start, self.stop)
         return (geo.tap_phase[tap], slice(None), slice(None), batch, *spatial)
 
-    def beyond(self, present: tuple[int, ...]) -> list[tuple]:
-        """Indices into the logical columns (g, K, C/g, N, *o) that together cover the
-        positions at or past ``present`` along some axis (a gradient smaller than the
-        output, see :func:`output_to_grid`): one index per short axis."""
-        indices = []
+    def clear_beyond(self, present: tuple[int, ...]) -> None:
+        """Zero the columns of outputs at or past ``present`` along some axis (a gradient
+        smaller than the output, see :func:`output_to_grid`): they do not exist, and
+        0 * NaN/inf there (a non-finite W or input) must not reach the sums."""
+        cols = self.geo.logical(self.cols, 3)  # (g, K, C/g, N, *o)
         for axis, (have, full) in enumerate(zip(present, self.geo.out_spatial)):
             if have < full:
                 first = have - self.start if axis == 0 and self.geo.batch_inner else have
-                index = [slice(None)] * (4 + len(present))
+                index = [slice(None)] * cols.ndim
                 index[4 + axis] = slice(max(first, 0), None)
-                indices.append(tuple(index))
-        return indices
-
-    def clear_beyond(self, present: tuple[int, ...]) -> None:
-        """Zero the columns of outputs that a gradient of size ``present`` lacks: they do
-        not exist, and 0 * NaN/inf there (a non-finite W or input) must not reach the sums.
-        """
-        cols = self.geo.logical(self.cols, 3)
-        for index in self.beyond(present):
-            cols[index] = 0
+                cols[tuple(index)] = 0
 
     def of(self, a: np.ndarray) -> np.ndarray:
         """This chunk's columns of ``a`` (rows, *positions(out)) as a (g, rows/g, L) view."""
@@ -328,7 +324,7 @@ def _chunks(geo: ConvGeometry, dtype: np.dtype, budget: int, kept: np.ndarray | 
     columns: views of ``kept`` (g, K, C/g, *positions) when given, else workspace."""
     units, per_chunk = _chunk_units(geo, np.dtype(dtype).itemsize, budget)
     positions = geo.positions(geo.out_spatial)
-    shape = (geo.groups, len(geo.tap_phase), geo.in_channels // geo.groups)
+    shape = _column_rows(geo)
     if kept is None:
         buffer = scratch("cols", (prod(shape) * per_chunk * prod(positions[1:]),), dtype)
     for start in range(0, units, per_chunk):
@@ -349,13 +345,12 @@ def _grouped_grid(flat: np.ndarray, geo: ConvGeometry) -> np.ndarray:
 
 
 def _cols_bytes(geo: ConvGeometry, itemsize: int) -> int:
-    return len(geo.tap_phase) * geo.in_channels // geo.groups * geo.columns * itemsize
+    return prod(_column_rows(geo)) * geo.columns * itemsize
 
 
 def _new_columns(geo: ConvGeometry, dtype: np.dtype) -> np.ndarray:
     """A new (g, K, C/g, *positions(out)) array for columns that outlive the call."""
-    return np.empty((geo.groups, len(geo.tap_phase), geo.in_channels // geo.groups,
-                     *geo.positions(geo.out_spatial)), dtype)
+    return np.empty((*_column_rows(geo), *geo.positions(geo.out_spatial)), dtype)
 
 
 # A weight-gradient product with fewer than this many outputs (K*C_in/g by C_out/g) is
