@@ -103,12 +103,19 @@ class Tensor:
 
         ``gradient`` defaults to 1 for a single-element tensor, as in PyTorch.
         """
+        for leaf, grad in self._leaf_gradients(gradient, "backward"):
+            leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
+
+    def _leaf_gradients(self, gradient: ArrayLike | None, fn: str
+                        ) -> Iterator[tuple[Tensor, np.ndarray]]:
+        """(leaf, d(self)/d(leaf) scaled by ``gradient``) for each leaf that requires grad,
+        each leaf once. The arrays may alias ones the graph holds: copy before mutating."""
         if not self.requires_grad:
-            raise RuntimeError("backward: tensor does not require grad and has no grad_fn")
+            raise RuntimeError(f"{fn}: tensor does not require grad and has no grad_fn")
         if gradient is None:
             if self.data.size != 1:
                 raise RuntimeError(
-                    f"backward: gradient can be implicitly created only for scalar outputs, "
+                    f"{fn}: gradient can be implicitly created only for scalar outputs, "
                     f"got shape {self.shape}"
                 )
             seed = np.ones_like(self.data)
@@ -117,7 +124,7 @@ class Tensor:
                               dtype=self.data.dtype)
             if seed.shape != self.shape:
                 raise ValueError(
-                    f"backward: gradient shape {seed.shape} must match tensor shape {self.shape}"
+                    f"{fn}: gradient shape {seed.shape} must match tensor shape {self.shape}"
                 )
         order = self._topological_order()
         grads: dict[int, np.ndarray] = {id(self): seed}
@@ -126,7 +133,7 @@ class Tensor:
             if grad is None:
                 continue
             if node._backward is None:
-                node.grad = grad.copy() if node.grad is None else node.grad + grad
+                yield node, grad
                 continue
             for parent, parent_grad in zip(node._parents, node._backward(grad)):
                 if parent_grad is None or not parent.requires_grad:
@@ -515,3 +522,20 @@ def stack(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     parts = [as_tensor(t) for t in tensors]
     return Tensor.from_op(np.stack([p.data for p in parts], axis=axis), parts,
                           lambda g: tuple(np.moveaxis(g, axis, 0)))
+
+
+def grad(output: Tensor, inputs: Sequence[Tensor], gradient: ArrayLike | None = None
+         ) -> list[np.ndarray | None]:
+    """d(output)/d(input) for each leaf tensor in ``inputs`` (``None`` where ``output`` does
+    not depend on it), scaled by ``gradient`` as in :meth:`Tensor.backward`.
+
+    Unlike ``backward`` it writes no ``.grad``: several threads may each differentiate
+    their own graph over the same parameters (PyTorch's ``torch.autograd.grad``, for leaves).
+    """
+    index = {id(tensor): i for i, tensor in enumerate(inputs)}
+    result: list[np.ndarray | None] = [None] * len(inputs)
+    for leaf, leaf_grad in output._leaf_gradients(gradient, "grad"):
+        i = index.get(id(leaf))
+        if i is not None:
+            result[i] = leaf_grad.copy()
+    return result

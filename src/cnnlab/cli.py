@@ -146,7 +146,8 @@ def _train_config(args: argparse.Namespace):
         schedule=args.schedule,
         weight_decay=args.weight_decay, augment_shift=args.augment_shift,
         checkpoint_dir=args.checkpoint, resume=args.resume or None,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        threads=getattr(args, "threads", None))
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -235,6 +236,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="continue from the checkpoint in --checkpoint DIR")
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int,
+                        help="split each batch into this many shards, one thread each "
+                             "(default 0: one per core when the batch is big enough)")
 
 
 def build_parser() -> argparse.ArgumentParser:

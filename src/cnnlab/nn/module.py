@@ -79,6 +79,11 @@ class Module:
     """
 
     training: bool
+    # In training, each sample's output depends on that sample alone and on no shared
+    # random draws, so a batch may be split into shards whose gradients add up to the
+    # batch's (the trainer's threads). BatchNorm (batch statistics) and Dropout (one
+    # generator) say False.
+    batch_independent: bool = True
 
     def __init__(self) -> None:
         object.__setattr__(self, "training", True)

@@ -35,6 +35,7 @@ class _BatchNorm(Module):
 
     input_ndims: ClassVar[tuple[int, ...]]
     input_layout: ClassVar[str]
+    batch_independent = False  # normalises by the batch's statistics
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
@@ -159,6 +160,8 @@ class Dropout(Module):
     The mask is drawn from ``rng`` (stored on the layer; None: a fresh unseeded generator),
     so a seeded generator makes a training run reproducible.
     """
+
+    batch_independent = False  # one generator's draws, in batch order
 
     def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, grad, no_grad
 from ..data import ArrayDataset, DataLoader, load_dataset
 from ..data.transforms import RandomTranslate
 from ..models import MODELS, build_model
@@ -36,6 +37,7 @@ from .checkpoint import (
     split_prefix,
     with_prefix,
 )
+from .parallel import resolve_threads, shard_bounds, single_threaded_blas
 from .recipes import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -52,6 +54,17 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _sum_in_order(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    """Sum left to right (a fixed order, so the same bits on every run); None: no grad."""
+    present = [a for a in arrays if a is not None]
+    if not present:
+        return None
+    total = present[0]
+    for array in present[1:]:
+        total = total + array
+    return total
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -160,6 +173,10 @@ class Trainer:
                                  drop_last=False, rng=data_rng, transform=transform)
         self.optimizer = _make_optimizer(config, self.model)
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
+        self.threads = resolve_threads(config.threads, self.model, config.batch_size,
+                                       int(np.prod(self.input_shape)))
+        self._params = list(self.model.parameters())
+        self._pool: ThreadPoolExecutor | None = None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -222,21 +239,49 @@ class Trainer:
         return self.config.epochs * len(self.loader)
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
-        logits = self.model(Tensor(xb))
-        loss = F.cross_entropy(logits, yb)
-        value = float(loss.data)
+        value, grads = self._loss_and_gradients(xb, yb)
         if not math.isfinite(value):
             kept = (f"; the last good checkpoint ({self.checkpoint_path}) was kept"
                     if self.checkpoint_path and self.checkpoint_path.exists() else "")
             raise TrainingDivergedError(
                 f"train: loss became {value} at step {self.step + 1} (try a smaller --lr)"
                 f"{kept}")
-        self.optimizer.zero_grad()
-        loss.backward()
+        for param, param_grad in zip(self._params, grads):
+            param.grad = param_grad
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return value
+
+    def _loss_and_gradients(self, xb: np.ndarray, yb: np.ndarray
+                            ) -> tuple[float, list[np.ndarray | None]]:
+        """The batch's mean loss and its gradient for each parameter, from ``self.threads``
+        shards differentiated in parallel (see :mod:`cnnlab.train.parallel`)."""
+        jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb))
+                for lo, hi in shard_bounds(len(xb), self.threads)]
+        if len(jobs) == 1:
+            results = [self._shard_gradients(*jobs[0])]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, "cnnlab-shard")
+            with single_threaded_blas():
+                futures = [self._pool.submit(self._shard_gradients, *job) for job in jobs[1:]]
+                try:
+                    results = [self._shard_gradients(*jobs[0])]
+                finally:  # never leave a shard running past this step
+                    results += [future.result() for future in futures]
+        value = sum(loss for loss, _ in results)
+        grads = [_sum_in_order([shard[i] for _, shard in results])
+                 for i in range(len(self._params))]
+        return value, grads
+
+    def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float
+                         ) -> tuple[float, list[np.ndarray | None]]:
+        """(weight * loss, weight * d loss / d params) of one shard; ``weight`` is its share
+        of the batch, so the shards' sums are the batch's mean loss and its gradient."""
+        loss = F.cross_entropy(self.model(Tensor(xb)), yb)
+        grads = grad(loss, self._params, np.asarray(weight, dtype=loss.dtype))
+        return float(loss.data) * weight, grads
 
     def _record(self, train_loss: float) -> None:
         test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)
@@ -291,6 +336,9 @@ class Trainer:
                     self.save()  # at least every epoch
         finally:
             progress.close()
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
         return TrainResult(self.model, self.metrics(), self.history)
 
     def metrics(self) -> dict[str, Any]:

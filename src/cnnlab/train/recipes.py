@@ -23,6 +23,9 @@ class TrainConfig:
     Exactly one of ``epochs`` / ``steps`` is set. ``checkpoint_every``: steps between
     checkpoints inside an epoch (a checkpoint is also written after every epoch).
     ``eval_every``: steps between test evaluations for the learning curve (0: per epoch).
+    ``threads``: shards each batch is split into, one thread each (0: one per core when
+    the batch is big enough; see :mod:`cnnlab.train.parallel`). The shard count sets the
+    gradient's float rounding, so it is part of what fixes the final weights' last bits.
     """
 
     data: str
@@ -41,6 +44,7 @@ class TrainConfig:
     eval_every: int = 0
     resume: bool = False
     progress: bool = True
+    threads: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid hyperparameter."""
@@ -65,6 +69,7 @@ class TrainConfig:
             self.checkpoint_every >= 1
             or _fail(f"checkpoint-every must be >= 1, got {self.checkpoint_every}"),
             self.eval_every >= 0 or _fail(f"eval-every must be >= 0, got {self.eval_every}"),
+            self.threads >= 0 or _fail(f"threads must be >= 0 (0: auto), got {self.threads}"),
         ]
         del checks
 
