@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,9 +267,11 @@ class Trainer:
             with single_threaded_blas():
                 futures = [self._pool.submit(self._shard_gradients, *job) for job in jobs[1:]]
                 try:
-                    results = [self._shard_gradients(*jobs[0])]
-                finally:  # never leave a shard running past this step
-                    results += [future.result() for future in futures]
+                    first = self._shard_gradients(*jobs[0])
+                except BaseException:
+                    wait(futures)  # never leave a shard running past this step
+                    raise
+                results = [first] + [future.result() for future in futures]
         value = sum(loss for loss, _ in results)
         grads = [_sum_in_order([shard[i] for _, shard in results])
                  for i in range(len(self._params))]
