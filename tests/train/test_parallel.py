@@ -1,0 +1,126 @@
+"""Data-parallel shards (``--threads``): a sharded step's loss and gradient are the whole
+batch's, runs stay bitwise reproducible and resumable, and models that couple the samples
+of a batch are never sharded."""
+
+from __future__ import annotations
+
+from functools import cache
+from itertools import pairwise
+
+import numpy as np
+import pytest
+
+from cnnlab import nn
+from cnnlab.data import ArrayDataset, available_datasets, load_dataset
+from cnnlab.train import Trainer, default_config, load_checkpoint
+from cnnlab.train import parallel as P
+from cnnlab.train.loop import CHECKPOINT_NAME
+
+if "mnist1d" not in {name for name, _, ready, _ in available_datasets() if ready}:
+    pytest.skip("mnist1d is not available offline here", allow_module_level=True)
+
+
+@cache
+def _splits() -> tuple[ArrayDataset, ArrayDataset]:
+    train_set, test_set = load_dataset("mnist1d")
+    return (ArrayDataset(train_set.x[:500], train_set.y[:500]),
+            ArrayDataset(test_set.x[:200], test_set.y[:200]))
+
+
+def _trainer(threads: int, **overrides) -> Trainer:
+    options = {"steps": 12, "batch_size": 100, "lr": 1e-2, "progress": False,
+               "eval_every": 0, "seed": 3, "threads": threads, **overrides}
+    return Trainer(default_config("mnist1d", "cnn", **options), datasets=_splits())
+
+
+@pytest.mark.parametrize(("threads", "batch"), [(2, 100), (3, 100), (4, 90), (7, 33)])
+def test_sharded_loss_and_gradient_are_the_batch_ones(threads, batch):
+    whole, sharded = _trainer(1, batch_size=batch), _trainer(threads, batch_size=batch)
+    assert sharded.threads == threads
+    xb, yb = next(iter(whole.loader))
+    loss_1, grads_1 = whole._loss_and_gradients(xb, yb)
+    loss_n, grads_n = sharded._loss_and_gradients(xb, yb)
+    assert loss_n == pytest.approx(loss_1, rel=1e-6)
+    for g1, gn in zip(grads_1, grads_n, strict=True):
+        scale = np.abs(g1).max()
+        np.testing.assert_allclose(gn, g1, rtol=0, atol=1e-5 * scale)
+    assert all(p.grad is None for p in sharded.model.parameters())
+
+
+def test_sharded_runs_are_bitwise_reproducible():
+    first = _trainer(2, steps=15).run()
+    second = _trainer(2, steps=15).run()
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(a[key].tobytes() == b[key].tobytes() for key in a)
+
+
+def test_sharded_training_follows_the_unsharded_run():
+    sharded = _trainer(2, steps=15).run().model.state_dict()
+    whole = _trainer(1, steps=15).run().model.state_dict()
+    for key in whole:
+        np.testing.assert_allclose(sharded[key], whole[key], rtol=1e-3, atol=1e-4)
+
+
+def test_sharded_resume_reaches_the_uninterrupted_weights(tmp_path):
+    reference = _trainer(2, steps=17).run().model.state_dict()
+    folder = tmp_path / "run"
+    _trainer(2, steps=7, checkpoint_dir=str(folder), checkpoint_every=3).run()
+    assert load_checkpoint(folder / CHECKPOINT_NAME)[1]["step"] == 7
+    resumed = _trainer(2, steps=17, checkpoint_dir=str(folder), checkpoint_every=3,
+                       resume=True).run().model.state_dict()
+    assert all(reference[key].tobytes() == resumed[key].tobytes() for key in reference)
+
+
+def test_a_failing_shard_fails_the_step(monkeypatch):
+    trainer = _trainer(2)
+    xb, yb = next(iter(trainer.loader))
+    calls = []
+    original = trainer._shard_gradients
+
+    def flaky(x, y, weight):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise FloatingPointError("shard exploded")
+        return original(x, y, weight)
+
+    monkeypatch.setattr(trainer, "_shard_gradients", flaky)
+    with pytest.raises(FloatingPointError, match="shard exploded"):
+        trainer._train_step(xb, yb)
+    assert sorted(calls) == [50, 50]
+
+
+def test_auto_threads_shard_big_batches_only(monkeypatch):
+    monkeypatch.setattr(P, "available_cores", lambda: 2)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+    assert P.resolve_threads(0, model, 128, 28 * 28) == 2   # LeNet-5's batches
+    assert P.resolve_threads(0, model, 100, 40) == 1        # MNIST-1D's batches
+    assert P.resolve_threads(0, model, 1, 10**6) == 1       # never more shards than samples
+    monkeypatch.setattr(P, "available_cores", lambda: 1)
+    assert P.resolve_threads(0, model, 128, 28 * 28) == 1
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm2d(4), nn.Dropout(0.1)])
+def test_models_that_couple_samples_are_not_sharded(monkeypatch, layer):
+    monkeypatch.setattr(P, "available_cores", lambda: 2)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), layer, nn.ReLU())
+    assert P.resolve_threads(0, model, 128, 28 * 28) == 1
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"^train: --threads 2 .* this model's {name} "
+                                         r"couples the samples of a batch; use --threads 1"):
+        P.resolve_threads(2, model, 128, 28 * 28)
+    assert P.resolve_threads(1, model, 128, 28 * 28) == 1
+
+
+def test_negative_threads_are_refused():
+    with pytest.raises(ValueError, match=r"^train: threads must be >= 0 \(0: auto\), got -1"):
+        default_config("mnist1d", "cnn", threads=-1)
+
+
+@pytest.mark.parametrize(("size", "shards"), [(10, 3), (128, 2), (5, 8), (1, 1), (33, 7)])
+def test_shard_bounds_cover_the_batch_evenly(size, shards):
+    bounds = P.shard_bounds(size, shards)
+    assert len(bounds) == min(size, shards)
+    assert bounds[0][0] == 0 and bounds[-1][1] == size
+    assert all(a[1] == b[0] for a, b in pairwise(bounds))
+    sizes = [stop - start for start, stop in bounds]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
