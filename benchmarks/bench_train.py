@@ -6,7 +6,10 @@ Recipes (shared/REFERENCES.md):
 - LeNet-5 on mnist5k: 4,000 train / 1,000 test, 10 epochs, Adam 1e-3, batch 128.
 
 Both libraries see the same data in the same order (cnnlab's seeded DataLoader) and run
-one after the other, each after a short pause, so their BLAS threads never overlap.
+one after the other, each after a short pause, so their BLAS threads never overlap. The
+speed rows alternate the two libraries for ``--rounds`` rounds and compare each one's
+fastest run (shared/REFERENCES.md: minimum over rounds, ratios from one run); every
+round's times are printed and kept in the JSON.
 
     python benchmarks/bench_train.py --out BENCHMARKS-train.md
 """
@@ -85,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write a Markdown section here")
     parser.add_argument("--json", help="write raw numbers here")
     parser.add_argument("--skip-lenet", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating cnnlab/torch runs per speed row (default 3)")
     args = parser.parse_args(argv)
     import torch
 
@@ -99,16 +104,26 @@ def main(argv=None) -> int:
                                    ("mnist5k", "lenet5", {})]:
         if args.skip_lenet and model == "lenet5":
             continue
-        time.sleep(0.5)
-        metrics, wall, trainer = cnnlab_run(data, model, **overrides)
+        speed_row = model == "cnn" or model == "lenet5"
+        cnnlab_times, torch_times = [], []
+        for _ in range(args.rounds if speed_row else 1):
+            time.sleep(0.5)
+            metrics, wall, trainer = cnnlab_run(data, model, **overrides)
+            cnnlab_times.append(metrics["train_seconds"])
+            if speed_row:
+                acc, seconds = torch_run(trainer, trainer.config.model)
+                torch_times.append(seconds)
+            print(json.dumps({"model": trainer.config.model, "cnnlab_seconds": cnnlab_times[-1],
+                              "torch_seconds": torch_times[-1] if torch_times else None}),
+                  flush=True)
         row = {"data": data, "model": trainer.config.model,
                "cnnlab_accuracy": metrics["test_accuracy"],
-               "cnnlab_seconds": metrics["train_seconds"], "cnnlab_wall": wall,
-               "steps": metrics["steps"], "params": metrics["params"]}
-        if trainer.config.model in ("mnist1d-cnn", "lenet5"):
-            acc, seconds = torch_run(trainer, trainer.config.model)
-            row.update(torch_accuracy=acc, torch_seconds=seconds,
-                       ratio=metrics["train_seconds"] / seconds)
+               "cnnlab_seconds": min(cnnlab_times), "cnnlab_rounds": cnnlab_times,
+               "cnnlab_wall": wall, "steps": metrics["steps"], "params": metrics["params"],
+               "threads": trainer.threads}
+        if speed_row:
+            row.update(torch_accuracy=acc, torch_seconds=min(torch_times),
+                       torch_rounds=torch_times, ratio=min(cnnlab_times) / min(torch_times))
         rows.append(row)
         print(json.dumps(row), flush=True)
     lines = [
@@ -116,14 +131,22 @@ def main(argv=None) -> int:
         f"Command: `python {' '.join(sys.argv)}`  ",
         f"Machine: {platform.processor() or platform.machine()}, "
         f"numpy {np.__version__}, torch {torch.__version__}", "",
-        "| data | model | params | steps | cnnlab acc | cnnlab s | torch acc | torch s "
-        "| time ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        "| data | model | params | steps | threads | cnnlab acc | cnnlab s | torch acc "
+        "| torch s | time ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         torch_cols = (f"{100 * r['torch_accuracy']:.1f}% | {r['torch_seconds']:.1f} | "
                       f"{r['ratio']:.2f}x" if "ratio" in r else "- | - | -")
         lines.append(f"| {r['data']} | {r['model']} | {r['params']:,} | {r['steps']} | "
+                     f"{r['threads']} | "
                      f"{100 * r['cnnlab_accuracy']:.1f}% | {r['cnnlab_seconds']:.1f} | "
                      f"{torch_cols} |")
+    rounds = [r for r in rows if "ratio" in r]
+    if rounds:
+        lines += ["", f"Times are each library's fastest of {args.rounds} alternating rounds; "
+                  "all rounds (cnnlab / torch, s):"]
+        lines += [f"- {r['model']}: " + ", ".join(
+            f"{c:.2f} / {t:.2f}" for c, t in zip(r["cnnlab_rounds"], r["torch_rounds"]))
+            for r in rounds]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

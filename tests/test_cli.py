@@ -197,6 +197,11 @@ BAD_TRAIN = [
      r"has \(40,\)"),
     (["--data", "mnist1d", "--model", "mlp", "--resume"],
      r"is a checkpoint of model 'mnist1d-cnn', not 'mlp'"),
+    (["--data", "mnist1d", "--model", "cnn", "--threads", "-1"],
+     r"train: threads must be >= 0 \(0: auto\), got -1"),
+    (["--data", "digits", "--model", "resnet-small", "--threads", "2"],
+     r"train: --threads 2 splits each batch into shards, but this model's BatchNorm2d "
+     r"couples the samples of a batch; use --threads 1"),
 ]
 
 
@@ -204,7 +209,8 @@ BAD_TRAIN = [
 @pytest.mark.parametrize(("options", "message"), BAD_TRAIN,
                          ids=["unknown-data-cnn", "unknown-data-mlp", "unknown-model",
                               "negative-lr", "zero-batch", "negative-steps", "not-classifier",
-                              "wrong-rank", "other-architecture"])
+                              "wrong-rank", "other-architecture", "negative-threads",
+                              "threads-with-batchnorm"])
 def test_bad_train_input(capsys, workspace, options, message):
     argv = ["train", *options, "--steps", "3", "--no-progress",
             "--checkpoint", str(workspace["folder"]), "--metrics-out", str(workspace["metrics"])]
