@@ -445,3 +445,45 @@ def test_grad_errors_name_the_function():
         ag.grad(leaf * 2, [leaf])
     with pytest.raises(ValueError, match=r"^grad: gradient shape \(2,\) must match"):
         ag.grad(leaf * 2, [leaf], np.ones(2))
+
+
+def test_grad_gives_a_repeated_input_its_gradient_at_every_position():
+    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    first, second = ag.grad((a * b).sum(), [a, a])
+    np.testing.assert_array_equal(first, [3.0, 4.0])
+    np.testing.assert_array_equal(second, [3.0, 4.0])
+    assert first is not second
+
+
+def test_grad_refuses_inputs_it_cannot_differentiate():
+    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    hidden = a * 2
+    with pytest.raises(ValueError, match=r"^grad: inputs\[0\] is the output of an op"):
+        ag.grad((hidden * hidden).sum(), [hidden])
+    with pytest.raises(ValueError, match=r"^grad: inputs\[1\] must be a Tensor that requires"):
+        ag.grad((a * a).sum(), [a, Tensor(np.ones(2))])
+
+
+def test_no_grad_is_per_thread():
+    """One thread's no_grad() (an evaluation) must not stop another thread's graph."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def evaluate():
+        with no_grad():
+            inside.set()
+            leave.wait(5)
+
+    other = threading.Thread(target=evaluate)
+    other.start()
+    try:
+        assert inside.wait(5)
+        a = Tensor(np.ones(2), requires_grad=True)
+        assert (a * 2).requires_grad and ag.is_grad_enabled()
+    finally:
+        leave.set()
+        other.join()
+    with no_grad():
+        assert not ag.is_grad_enabled()

@@ -986,3 +986,24 @@ def test_kept_columns_budget_counts_every_group():
     saved: dict = {}
     conv_forward(x, w, geo, saved)
     assert saved["cols"].nbytes == _cols_bytes(geo, x.itemsize)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [
+    ((0, 2, 40), (3, 2, 3)),            # image-major rows (>= 16 outputs): per-image GEMMs
+    ((0, 1, 5, 30), (4, 1, 3, 3)),
+    ((0, 2, 6), (3, 2, 3)),             # short rows: batch-minor columns
+])
+def test_empty_batch_gives_zero_weight_gradient_like_torch(x_shape, w_shape):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(w_shape)
+    conv = {3: F.conv1d, 4: F.conv2d}[len(x_shape)]
+    torch_conv = {3: TF.conv1d, 4: TF.conv2d}[len(x_shape)]
+    ours_w, ours_b = Tensor(w, requires_grad=True), Tensor(np.ones(w_shape[0]), requires_grad=True)
+    y = conv(Tensor(np.zeros(x_shape)), ours_w, ours_b)
+    theirs_w = torch.tensor(w, requires_grad=True)
+    expected = torch_conv(torch.zeros(x_shape, dtype=torch.float64), theirs_w)
+    assert y.shape == tuple(expected.shape)
+    y.sum().backward()
+    expected.sum().backward()
+    np.testing.assert_array_equal(ours_w.grad, theirs_w.grad.numpy())
+    np.testing.assert_array_equal(ours_b.grad, np.zeros(w_shape[0]))

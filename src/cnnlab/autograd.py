@@ -10,30 +10,38 @@ undone in one place, :func:`unbroadcast`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-_GRAD_ENABLED = True
 
+class _GradMode(threading.local):
+    """Whether ops record a graph: per thread, as PyTorch's grad mode, so one thread's
+    ``no_grad()`` (an evaluation) never stops another thread's graph (a training shard)."""
+
+    enabled = True
+
+
+_GRAD_MODE = _GradMode()
 ArrayLike = Any
 VJP = Callable[[np.ndarray], Sequence[np.ndarray | None]]
 
 
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
-    """Inside this block ops record no graph (evaluation, optimizer updates)."""
-    global _GRAD_ENABLED
-    previous, _GRAD_ENABLED = _GRAD_ENABLED, False
+    """Inside this block ops record no graph (evaluation, optimizer updates); this
+    thread only."""
+    previous, _GRAD_MODE.enabled = _GRAD_MODE.enabled, False
     try:
         yield
     finally:
-        _GRAD_ENABLED = previous
+        _GRAD_MODE.enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _GRAD_ENABLED
+    return _GRAD_MODE.enabled
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -92,7 +100,7 @@ class Tensor:
     def from_op(cls, data: np.ndarray, parents: Sequence[Tensor], vjp: VJP) -> Tensor:
         """Output of an op: records ``parents`` and ``vjp`` when some parent needs a grad."""
         out = cls(data)
-        if _GRAD_ENABLED and any(p.requires_grad for p in parents):
+        if _GRAD_MODE.enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward = vjp
@@ -530,12 +538,19 @@ def grad(output: Tensor, inputs: Sequence[Tensor], gradient: ArrayLike | None = 
     not depend on it), scaled by ``gradient`` as in :meth:`Tensor.backward`.
 
     Unlike ``backward`` it writes no ``.grad``: several threads may each differentiate
-    their own graph over the same parameters (PyTorch's ``torch.autograd.grad``, for leaves).
+    their own graph over the same parameters (PyTorch's ``torch.autograd.grad``, for leaf
+    inputs: a tensor computed by an op is refused, as is one that does not require grad).
     """
-    index = {id(tensor): i for i, tensor in enumerate(inputs)}
+    positions: dict[int, list[int]] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, Tensor) or not tensor.requires_grad:
+            raise ValueError(f"grad: inputs[{i}] must be a Tensor that requires grad")
+        if tensor._backward is not None:
+            raise ValueError(f"grad: inputs[{i}] is the output of an op; grad takes leaf "
+                             f"tensors (parameters, inputs)")
+        positions.setdefault(id(tensor), []).append(i)
     result: list[np.ndarray | None] = [None] * len(inputs)
     for leaf, leaf_grad in output._leaf_gradients(gradient, "grad"):
-        i = index.get(id(leaf))
-        if i is not None:
+        for i in positions.get(id(leaf), ()):
             result[i] = leaf_grad.copy()
     return result

@@ -87,9 +87,9 @@ def test_activation_extreme_inputs_are_finite(name):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_passes_no_nonfinite_gradient_where_it_is_flat(dtype):
     """Upstream NaN/inf where x <= 0 gives 0, as torch's threshold_backward (a product with
-    the 0/1 mask would give NaN there); where x > 0 it passes through."""
-    x = np.array([-2.0, 0.0, 1.5, -1.0, 3.0, 0.5], dtype)
-    upstream = np.array([np.nan, np.inf, 2.0, -np.inf, np.nan, -1.0], dtype)
+    the 0/1 mask would give NaN there); where x > 0, or x is NaN, it passes through."""
+    x = np.array([-2.0, 0.0, 1.5, -1.0, 3.0, 0.5, np.nan, np.nan], dtype)
+    upstream = np.array([np.nan, np.inf, 2.0, -np.inf, np.nan, -1.0, 5.0, np.nan], dtype)
     ours = Tensor(x, requires_grad=True)
     F.relu(ours).backward(upstream)
     theirs = torch.tensor(x, requires_grad=True)

@@ -33,6 +33,31 @@ def _trainer(threads: int, **overrides) -> Trainer:
     return Trainer(default_config("mnist1d", "cnn", **options), datasets=_splits())
 
 
+def test_a_failing_shard_fails_the_step_only_after_every_shard_stopped(monkeypatch):
+    import threading
+    import time
+
+    trainer = _trainer(3, batch_size=90)
+    xb, yb = next(iter(trainer.loader))
+    log, original = [], trainer._shard_gradients
+
+    def shard(x, y, weight):
+        if threading.current_thread() is threading.main_thread():
+            return original(x, y, weight)
+        if not log:  # the first worker shard fails at once
+            log.append("failed")
+            raise FloatingPointError("shard exploded")
+        time.sleep(0.3)  # the other worker shard is still running then
+        log.append("slow shard finished")
+        return original(x, y, weight)
+
+    monkeypatch.setattr(trainer, "_shard_gradients", shard)
+    with pytest.raises(FloatingPointError, match="shard exploded"):
+        trainer._loss_and_gradients(xb, yb)
+    log.append("step raised")
+    assert log == ["failed", "slow shard finished", "step raised"]
+
+
 @pytest.mark.parametrize(("threads", "batch"), [(2, 100), (3, 100), (4, 90), (7, 33)])
 def test_sharded_loss_and_gradient_are_the_batch_ones(threads, batch):
     whole, sharded = _trainer(1, batch_size=batch), _trainer(threads, batch_size=batch)

@@ -324,9 +324,9 @@ class _Chunk:
         if geo.batch_inner:
             self.matrix = cols.reshape(geo.groups, rows, self.length)
         else:
-            images = stop - start
-            per_image = self.length // max(images, 1)
-            self.matrix = cols.reshape(geo.groups, rows, images, per_image).transpose(2, 0, 1, 3)
+            per_image = prod(geo.out_spatial)
+            self.matrix = cols.reshape(geo.groups, rows, stop - start, per_image
+                                       ).transpose(2, 0, 1, 3)
 
     def window(self, tap: int) -> tuple:
         """Index into a logical grid (phases, g, C/g, N, *G) of what ``tap`` reads."""
@@ -352,7 +352,8 @@ class _Chunk:
             part = a[:, self.start : self.stop]
             return part.reshape(groups, a.shape[0] // groups, self.length)
         part = a[self.start : self.stop]
-        return part.reshape(part.shape[0], groups, a.shape[1] // groups, -1)
+        return part.reshape(part.shape[0], groups, a.shape[1] // groups,
+                            prod(self.geo.out_spatial))
 
 
 @lru_cache(maxsize=256)

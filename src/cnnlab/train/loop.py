@@ -268,9 +268,8 @@ class Trainer:
                 futures = [self._pool.submit(self._shard_gradients, *job) for job in jobs[1:]]
                 try:
                     first = self._shard_gradients(*jobs[0])
-                except BaseException:
+                finally:
                     wait(futures)  # never leave a shard running past this step
-                    raise
                 results = [first] + [future.result() for future in futures]
         value = sum(loss for loss, _ in results)
         grads = [_sum_in_order([shard[i] for _, shard in results])
