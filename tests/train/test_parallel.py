@@ -41,19 +41,19 @@ def test_a_failing_shard_fails_the_step_only_after_every_shard_stopped(monkeypat
     xb, yb = next(iter(trainer.loader))
     log, original = [], trainer._shard_gradients
 
-    def shard(x, y, weight):
+    def shard(x, y, weight, params):
         if threading.current_thread() is threading.main_thread():
-            return original(x, y, weight)
+            return original(x, y, weight, params)
         if not log:  # the first worker shard fails at once
             log.append("failed")
             raise FloatingPointError("shard exploded")
         time.sleep(0.3)  # the other worker shard is still running then
         log.append("slow shard finished")
-        return original(x, y, weight)
+        return original(x, y, weight, params)
 
     monkeypatch.setattr(trainer, "_shard_gradients", shard)
     with pytest.raises(FloatingPointError, match="shard exploded"):
-        trainer._loss_and_gradients(xb, yb)
+        trainer._loss_and_gradients(xb, yb, list(trainer.model.parameters()))
     log.append("step raised")
     assert log == ["failed", "slow shard finished", "step raised"]
 
@@ -63,8 +63,9 @@ def test_sharded_loss_and_gradient_are_the_batch_ones(threads, batch):
     whole, sharded = _trainer(1, batch_size=batch), _trainer(threads, batch_size=batch)
     assert sharded.threads == threads
     xb, yb = next(iter(whole.loader))
-    loss_1, grads_1 = whole._loss_and_gradients(xb, yb)
-    loss_n, grads_n = sharded._loss_and_gradients(xb, yb)
+    params_1, params_n = list(whole.model.parameters()), list(sharded.model.parameters())
+    loss_1, grads_1 = whole._loss_and_gradients(xb, yb, params_1)
+    loss_n, grads_n = sharded._loss_and_gradients(xb, yb, params_n)
     assert loss_n == pytest.approx(loss_1, rel=1e-6)
     for g1, gn in zip(grads_1, grads_n, strict=True):
         scale = np.abs(g1).max()
@@ -102,11 +103,11 @@ def test_a_failing_shard_fails_the_step(monkeypatch):
     calls = []
     original = trainer._shard_gradients
 
-    def flaky(x, y, weight):
+    def flaky(x, y, weight, params):
         calls.append(len(x))
         if len(calls) == 2:
             raise FloatingPointError("shard exploded")
-        return original(x, y, weight)
+        return original(x, y, weight, params)
 
     monkeypatch.setattr(trainer, "_shard_gradients", flaky)
     with pytest.raises(FloatingPointError, match="shard exploded"):
@@ -139,6 +140,18 @@ def test_models_that_couple_samples_are_not_sharded(monkeypatch, layer):
 def test_negative_threads_are_refused():
     with pytest.raises(ValueError, match=r"^train: threads must be >= 0 \(0: auto\), got -1"):
         default_config("mnist1d", "cnn", threads=-1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frozen_parameters_are_left_alone(threads):
+    trainer = _trainer(threads)
+    trainer.model.conv1.weight.requires_grad = False
+    before = trainer.model.conv1.weight.data.copy()
+    xb, yb = next(iter(trainer.loader))
+    trainer._train_step(xb, yb)
+    np.testing.assert_array_equal(trainer.model.conv1.weight.data, before)
+    assert trainer.model.conv1.weight.grad is None
+    assert trainer.model.conv2.weight.grad is not None
 
 
 @pytest.mark.parametrize(("size", "shards"), [(10, 3), (128, 2), (5, 8), (1, 1), (33, 7)])

@@ -175,7 +175,6 @@ class Trainer:
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
         self.threads = resolve_threads(config.threads, self.model, config.batch_size,
                                        int(np.prod(self.input_shape)))
-        self._params = list(self.model.parameters())
         self._pool: ThreadPoolExecutor | None = None
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -239,25 +238,26 @@ class Trainer:
         return self.config.epochs * len(self.loader)
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
-        value, grads = self._loss_and_gradients(xb, yb)
+        params = [p for p in self.model.parameters() if p.requires_grad]  # frozen: skipped
+        value, grads = self._loss_and_gradients(xb, yb, params)
         if not math.isfinite(value):
             kept = (f"; the last good checkpoint ({self.checkpoint_path}) was kept"
                     if self.checkpoint_path and self.checkpoint_path.exists() else "")
             raise TrainingDivergedError(
                 f"train: loss became {value} at step {self.step + 1} (try a smaller --lr)"
                 f"{kept}")
-        for param, param_grad in zip(self._params, grads):
+        for param, param_grad in zip(params, grads):
             param.grad = param_grad
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return value
 
-    def _loss_and_gradients(self, xb: np.ndarray, yb: np.ndarray
+    def _loss_and_gradients(self, xb: np.ndarray, yb: np.ndarray, params: list[Tensor]
                             ) -> tuple[float, list[np.ndarray | None]]:
-        """The batch's mean loss and its gradient for each parameter, from ``self.threads``
-        shards differentiated in parallel (see :mod:`cnnlab.train.parallel`)."""
-        jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb))
+        """The batch's mean loss and its gradient for each of ``params``, from
+        ``self.threads`` shards differentiated in parallel (see :mod:`cnnlab.train.parallel`)."""
+        jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb), params)
                 for lo, hi in shard_bounds(len(xb), self.threads)]
         if len(jobs) == 1:
             results = [self._shard_gradients(*jobs[0])]
@@ -273,15 +273,15 @@ class Trainer:
                 results = [first] + [future.result() for future in futures]
         value = sum(loss for loss, _ in results)
         grads = [_sum_in_order([shard[i] for _, shard in results])
-                 for i in range(len(self._params))]
+                 for i in range(len(params))]
         return value, grads
 
-    def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float
-                         ) -> tuple[float, list[np.ndarray | None]]:
+    def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float,
+                         params: list[Tensor]) -> tuple[float, list[np.ndarray | None]]:
         """(weight * loss, weight * d loss / d params) of one shard; ``weight`` is its share
         of the batch, so the shards' sums are the batch's mean loss and its gradient."""
         loss = F.cross_entropy(self.model(Tensor(xb)), yb)
-        grads = grad(loss, self._params, np.asarray(weight, dtype=loss.dtype))
+        grads = grad(loss, params, np.asarray(weight, dtype=loss.dtype))
         return float(loss.data) * weight, grads
 
     def _record(self, train_loss: float) -> None:
