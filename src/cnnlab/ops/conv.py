@@ -331,9 +331,11 @@ class _Chunk:
             self.matrix = cols.reshape(geo.groups, rows, stop - start, per_image
                                        ).transpose(2, 0, 1, 3)
 
-    def window(self, tap: int) -> tuple:
-        """Index into a logical grid (phases, g, C/g, N, *G) of what ``tap`` reads."""
-        return _tap_windows(self.geo, self.start, self.stop)[tap]
+    @property
+    def windows(self) -> tuple[tuple, ...]:
+        """For each tap, the index into a logical grid (phases, g, C/g, N, *G) of what it
+        reads."""
+        return _tap_windows(self.geo, self.start, self.stop)
 
     def clear_beyond(self, present: tuple[int, ...]) -> None:
         """Zero the columns of outputs at or past ``present`` along some axis (a gradient
@@ -455,11 +457,11 @@ def _fill_cols(chunk: _Chunk, grid: np.ndarray) -> None:
     geo = chunk.geo
     if geo.tap_step is None:
         cols = geo.logical(chunk.cols, 3)
-        for tap in range(len(geo.tap_phase)):
-            cols[:, tap] = grid[chunk.window(tap)]
+        for tap, window in enumerate(chunk.windows):
+            cols[:, tap] = grid[window]
         return
     ndim = len(geo.kernel)
-    first = grid[chunk.window(0)]  # (g, C/g, N, *o): what tap 0 reads
+    first = grid[chunk.windows[0]]  # (g, C/g, N, *o): what tap 0 reads
     steps = tuple(step * stride for step, stride in zip(geo.tap_step, grid.strides[4:]))
     taps = as_strided(first, (first.shape[0], *geo.kernel, *first.shape[1:]),
                       (first.strides[0], *steps, *first.strides[1:]), writeable=False)
@@ -596,8 +598,8 @@ def conv_backward(
             cols = geo.logical(chunk.cols, 3)
             if partial:
                 chunk.clear_beyond(gy.shape[2:])
-            for tap in range(taps):
-                grad_grid[chunk.window(tap)] += cols[:, tap]
+            for tap, window in enumerate(chunk.windows):
+                grad_grid[window] += cols[:, tap]
     grad_x = grad_w = None
     if need_input:
         grad_x = from_grid(grad_flat, geo)
