@@ -104,7 +104,7 @@ def main(argv=None) -> int:
                                    ("mnist5k", "lenet5", {})]:
         if args.skip_lenet and model == "lenet5":
             continue
-        speed_row = model == "cnn" or model == "lenet5"
+        speed_row = model in ("cnn", "lenet5")
         cnnlab_times, torch_times = [], []
         for _ in range(args.rounds if speed_row else 1):
             time.sleep(0.5)

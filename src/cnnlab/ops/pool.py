@@ -197,16 +197,10 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
         # A product with the 0/1 mask is the fast form (about 8x a masked copy), but
         # 0 * NaN or 0 * inf would leak a non-finite gradient to the taps not chosen.
         finite = all_finite(grad)
-        if finite and k == 2 and s == 2 and d == 1 and 2 * grad.shape[2 + axis] == shape[2 + axis]:
-            # Two taps tiling the axis (the usual 2x2 pooling): tap 1 gets grad * arg (arg
-            # is 0/1) and tap 0 the rest, exactly; every element is written, no zeros first.
-            grad_in = np.empty(shape, dtype=grad.dtype)
-            first, second = _axis_taps(grad_in, axis, spec)
-            np.multiply(grad, arg, out=second)
-            np.subtract(grad, second, out=first)
-            grad = grad_in
-            continue
-        grad_in = np.zeros(shape, dtype=grad.dtype)
+        # Windows that tile the axis (k == s, no dilation: the usual 2x2 pooling) write
+        # every element, so only the others start from zeros.
+        tiles = finite and d == 1 and s == k and k * grad.shape[2 + axis] == shape[2 + axis]
+        grad_in = (np.empty if tiles else np.zeros)(shape, dtype=grad.dtype)
         for index, view in enumerate(_axis_taps(grad_in, axis, spec)):
             chosen = arg == index
             if finite and disjoint:
