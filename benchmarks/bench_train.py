@@ -64,7 +64,8 @@ def torch_run(trainer, name: str):
     loss_fn = torch.nn.CrossEntropyLoss()
     from cnnlab.data import DataLoader
 
-    loader = DataLoader(trainer.train_set, batch_size=trainer.config.batch_size, shuffle=True,
+    loader = DataLoader(trainer.train_set, batch_size=trainer.config.batch_size,
+                        shuffle=trainer.config.shuffle,
                         rng=np.random.default_rng(trainer.config.seed))
     batches = []
     while len(batches) < trainer.total_steps:

@@ -148,6 +148,16 @@ def test_train_writes_checkpoint_and_metrics(trained):
     assert metrics["steps"] == 50 and metrics["params"] == 5210
     assert metrics["test_accuracy"] > 0.2 and metrics["train_seconds"] > 0
     assert metrics["config"]["lr"] == 1e-2  # the MNIST-1D recipe
+    assert metrics["config"]["shuffle"] is False  # ... takes batches in stored order
+
+
+@pytest.mark.parametrize(("flags", "shuffle"), [([], False), (["--shuffle"], True),
+                                                (["--no-shuffle"], False)])
+def test_train_shuffle_flag_overrides_the_recipe(flags, shuffle):
+    from cnnlab.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "mnist1d", "--model", "cnn", *flags])
+    assert _train_config(args).shuffle is shuffle
 
 
 @pytest.mark.parametrize("target", ["folder", "file"])

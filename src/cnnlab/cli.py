@@ -145,6 +145,7 @@ def _train_config(args: argparse.Namespace):
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer,
         schedule=args.schedule,
         weight_decay=args.weight_decay, augment_shift=args.augment_shift,
+        shuffle=getattr(args, "shuffle", None),
         checkpoint_dir=args.checkpoint, resume=args.resume or None,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
         threads=getattr(args, "threads", None))
@@ -229,6 +230,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help="weight decay")
     parser.add_argument("--augment-shift", type=int,
                         help="random translation of training inputs by up to this many pixels")
+    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction,
+                        help="reshuffle the training set every epoch (--no-shuffle: take it "
+                             "in stored order; the default depends on the recipe)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")

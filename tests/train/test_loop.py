@@ -42,8 +42,10 @@ def _splits() -> tuple[ArrayDataset, ArrayDataset]:
 
 
 def _config(**overrides) -> TrainConfig:
+    # Shuffled unless a test says otherwise: the loader's permutation is the state that
+    # resuming must restore (the MNIST-1D recipe itself takes batches in stored order).
     options = {"steps": 12, "batch_size": 100, "lr": 1e-2, "progress": False,
-               "eval_every": 0, **overrides}
+               "eval_every": 0, "shuffle": True, **overrides}
     return default_config("mnist1d", "cnn", **options)
 
 
@@ -78,6 +80,24 @@ def test_same_seed_gives_bitwise_identical_weights():
                                                         second.history]
 
 
+def test_the_mnist1d_recipe_takes_batches_in_stored_order():
+    # Greydanus 2020's train_model reads batch ``step * 100 % 4000``: every epoch the same
+    # batches, in the same order; other recipes reshuffle every epoch.
+    assert default_config("mnist1d", "cnn").shuffle is False
+    assert default_config("mnist1d", "mlp").shuffle is False
+    assert default_config("mnist5k", "lenet5").shuffle is True
+    trainer = Trainer(_config(shuffle=False, batch_size=90), datasets=_splits())
+    x = _splits()[0].x
+    for _ in range(2):  # two epochs, the same batches
+        starts = [0, 90, 180, 270, 360, 450]
+        batches = list(trainer.loader)
+        assert [len(xb) for xb, _ in batches] == [90] * 5 + [50]
+        for start, (xb, _) in zip(starts, batches, strict=True):
+            assert np.array_equal(xb, x[start:start + 90])
+    shuffled = Trainer(_config(shuffle=True), datasets=_splits())
+    assert not np.array_equal(next(iter(shuffled.loader))[0], x[:100])
+
+
 def test_different_seed_gives_different_weights():
     a, b = _weights(_run(steps=5, seed=0)), _weights(_run(steps=5, seed=1))
     assert not np.array_equal(a["conv1.weight"], b["conv1.weight"])
@@ -92,25 +112,28 @@ def test_training_does_not_touch_global_random_state():
 # -- resume ---------------------------------------------------------------------------------
 
 
-# (stop step, optimizer, augment_shift, batch size): stops mid-epoch and on an epoch
-# boundary, with and without random-shift augmentation, with Adam and with SGD's momentum
-# buffers, and with a short last batch (500 = 5 x 90 + 50).
+# (stop step, optimizer, augment_shift, batch size, shuffle): stops mid-epoch and on an
+# epoch boundary, with and without random-shift augmentation, with Adam and with SGD's
+# momentum buffers, with a short last batch (500 = 5 x 90 + 50), and in stored order.
 RESUME_CASES = [
-    (7, "adam", 0, 100),    # mid-epoch: epoch 1, 2 batches in
-    (10, "adam", 0, 100),   # epoch boundary: all 5 batches of epoch 1 done
-    (7, "adam", 3, 100),
-    (10, "adam", 3, 100),
-    (8, "sgd", 2, 100),
-    (6, "adamw", 1, 90),    # right after the short last batch of epoch 0
-    (9, "adam", 0, 90),
+    (7, "adam", 0, 100, True),    # mid-epoch: epoch 1, 2 batches in
+    (10, "adam", 0, 100, True),   # epoch boundary: all 5 batches of epoch 1 done
+    (7, "adam", 3, 100, True),
+    (10, "adam", 3, 100, True),
+    (8, "sgd", 2, 100, True),
+    (6, "adamw", 1, 90, True),    # right after the short last batch of epoch 0
+    (9, "adam", 0, 90, True),
+    (7, "adam", 0, 100, False),   # the MNIST-1D recipe's stored order
+    (8, "adam", 2, 90, False),
 ]
 
 
-@pytest.mark.parametrize(("stop", "optimizer", "shift", "batch"), RESUME_CASES)
-def test_resume_reaches_the_uninterrupted_weights(tmp_path, stop, optimizer, shift, batch):
+@pytest.mark.parametrize(("stop", "optimizer", "shift", "batch", "shuffle"), RESUME_CASES)
+def test_resume_reaches_the_uninterrupted_weights(tmp_path, stop, optimizer, shift, batch,
+                                                  shuffle):
     total = 17
     common = {"optimizer": optimizer, "augment_shift": shift, "seed": 3, "batch_size": batch,
-              "weight_decay": 1e-3 if optimizer == "adamw" else 0.0}
+              "weight_decay": 1e-3 if optimizer == "adamw" else 0.0, "shuffle": shuffle}
     reference = _run(steps=total, **common)
 
     folder = tmp_path / "run"

@@ -169,7 +169,7 @@ class Trainer:
         self.model = build_model(config.model, init_rng, self.input_shape, self.num_classes)
         transform = (RandomTranslate(config.augment_shift, rng=augment_rng)
                      if config.augment_shift else None)
-        self.loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
+        self.loader = DataLoader(train, batch_size=config.batch_size, shuffle=config.shuffle,
                                  drop_last=False, rng=data_rng, transform=transform)
         self.optimizer = _make_optimizer(config, self.model)
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
