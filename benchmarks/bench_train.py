@@ -47,8 +47,9 @@ def torch_model(name: str, length: int = 40):
             tnn.Flatten(), tnn.Linear(125, 10))
     if name == "lenet5":
         return tnn.Sequential(
-            tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
-            tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+            # cnnlab's lenet5 order (pool, then ReLU: the same function, see its docstring)
+            tnn.Conv2d(1, 6, 5, padding=2), tnn.MaxPool2d(2), tnn.ReLU(),
+            tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2), tnn.ReLU(), tnn.Flatten(),
             tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
             tnn.Linear(84, 10))
     raise ValueError(name)

@@ -103,6 +103,33 @@ def test_lenet1989_has_9760_parameters():
     }
 
 
+def test_lenet5_pools_before_relu_and_is_the_usual_order_exactly():
+    # maxpool(relu(x)) == relu(maxpool(x)), gradients included: the window's gradient goes
+    # to the same first maximum, or nowhere when the maximum is <= 0. Inputs shifted down
+    # so that many windows are entirely negative, and rounded so that ties occur.
+    from cnnlab import nn
+
+    model = build_model("lenet5", np.random.default_rng(0), (1, 28, 28), 10)
+    kinds = [type(layer).__name__ for layer in model]
+    assert kinds[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+    layers = list(model)
+    usual = nn.Sequential(layers[0], layers[2], layers[1], layers[3], layers[5], layers[4],
+                          *layers[6:])
+    assert list(usual.state_dict()) == list(model.state_dict())
+    x = np.round(np.random.default_rng(1).standard_normal((8, 1, 28, 28)) * 2) - 1.5
+    outputs, grads = [], []
+    for net in (model, usual):
+        for p in net.parameters():
+            p.grad = None
+        logits = net(Tensor(x.astype(np.float32)))
+        F.cross_entropy(logits, np.arange(8) % 10).backward()
+        outputs.append(logits.data)
+        grads.append([p.grad for p in net.parameters()])
+    assert np.array_equal(outputs[0], outputs[1])
+    for ours, theirs in zip(grads[0], grads[1], strict=True):
+        assert np.array_equal(ours, theirs)
+
+
 def test_mnist1d_cnn_has_the_papers_layer_sizes():
     # Greydanus 2020 (MNIST-1D): conv(1->25, k5, s2, p1) -> conv(25->25, k3, s2, p1) ->
     # conv(25->25, k3, s2, p1) -> linear(125 -> 10); sequence 40 -> 19 -> 10 -> 5.

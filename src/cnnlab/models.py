@@ -99,10 +99,18 @@ class LeNet1989(nn.Module):
 
 def lenet5(rng: np.random.Generator, in_channels: int = 1, num_classes: int = 10
            ) -> nn.Module:
-    """LeNet-5 as usually written today: 28x28 input, ReLU and max pooling."""
+    """LeNet-5 as usually written today: 28x28 input, ReLU and max pooling.
+
+    Each stage pools before its ReLU, as LeNet-5's S2/S4 layers subsample before they
+    squash. For max pooling and ReLU the order does not matter: ReLU is non-decreasing, so
+    ``maxpool(relu(x)) == relu(maxpool(x))`` element for element, and the gradients agree
+    too (a window's gradient goes to the same first maximum, or is zero in both when the
+    maximum is <= 0). The keys and the function are those of the usual
+    ``Conv2d, ReLU, MaxPool2d`` order; the ReLU just runs on a quarter of the values.
+    """
     return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, 6, 5, padding=2, rng=rng), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(6, 16, 5, rng=rng), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(),
         nn.Linear(16 * 5 * 5, 120, rng=rng), nn.ReLU(),
         nn.Linear(120, 84, rng=rng), nn.ReLU(),

@@ -1,11 +1,16 @@
 """Data-parallel shards (``--threads``): a sharded step's loss and gradient are the whole
-batch's, runs stay bitwise reproducible and resumable, and models that couple the samples
-of a batch are never sharded."""
+batch's, runs stay bitwise reproducible and resumable (and the same bits in worker
+processes as in threads), a failing or dying shard fails the step cleanly, and models that
+couple the samples of a batch are never sharded."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
 from functools import cache
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ import pytest
 from cnnlab import nn
 from cnnlab.data import ArrayDataset, available_datasets, load_dataset
 from cnnlab.train import Trainer, default_config, load_checkpoint
+from cnnlab.train import loop as L
 from cnnlab.train import parallel as P
 from cnnlab.train.loop import CHECKPOINT_NAME
 
@@ -33,29 +39,44 @@ def _trainer(threads: int, **overrides) -> Trainer:
     return Trainer(default_config("mnist1d", "cnn", **options), datasets=_splits())
 
 
-def test_a_failing_shard_fails_the_step_only_after_every_shard_stopped(monkeypatch):
-    import threading
-    import time
+RUNNERS = ["process", "thread"] if P.can_fork_workers() else ["thread"]
 
+
+@pytest.fixture(params=RUNNERS)
+def runner(request, monkeypatch):
+    """Shards in worker processes (where the OS can fork) and in threads."""
+    if request.param == "thread":
+        monkeypatch.setattr(L, "can_fork_workers", lambda: False)
+    return request.param
+
+
+def _log(path: Path, line: str) -> None:
+    """Append a line; works from a worker process too (one write, O_APPEND)."""
+    with open(path, "a") as file:
+        file.write(line + "\n")
+
+
+def test_a_failing_shard_fails_the_step_only_after_every_shard_stopped(
+        monkeypatch, tmp_path, runner):
     trainer = _trainer(3, batch_size=90)
     xb, yb = next(iter(trainer.loader))
-    log, original = [], trainer._shard_gradients
+    log, original = tmp_path / "log", trainer._shard_gradients
 
     def shard(x, y, weight, params):
-        if threading.current_thread() is threading.main_thread():
-            return original(x, y, weight, params)
-        if not log:  # the first worker shard fails at once
-            log.append("failed")
+        if np.array_equal(x, xb[30:60]):  # the first worker shard fails at once
+            _log(log, "failed")
             raise FloatingPointError("shard exploded")
-        time.sleep(0.3)  # the other worker shard is still running then
-        log.append("slow shard finished")
+        if np.array_equal(x, xb[60:90]):
+            time.sleep(0.3)  # the other worker shard is still running then
+            _log(log, "slow shard finished")
         return original(x, y, weight, params)
 
     monkeypatch.setattr(trainer, "_shard_gradients", shard)
     with pytest.raises(FloatingPointError, match="shard exploded"):
         trainer._loss_and_gradients(xb, yb, list(trainer.model.parameters()))
-    log.append("step raised")
-    assert log == ["failed", "slow shard finished", "step raised"]
+    _log(log, "step raised")
+    assert log.read_text().splitlines() == ["failed", "slow shard finished", "step raised"]
+    trainer.close()
 
 
 @pytest.mark.parametrize(("threads", "batch"), [(2, 100), (3, 100), (4, 90), (7, 33)])
@@ -71,6 +92,36 @@ def test_sharded_loss_and_gradient_are_the_batch_ones(threads, batch):
         scale = np.abs(g1).max()
         np.testing.assert_allclose(gn, g1, rtol=0, atol=1e-5 * scale)
     assert all(p.grad is None for p in sharded.model.parameters())
+
+
+def test_worker_processes_and_threads_give_the_same_bits(monkeypatch):
+    if not P.can_fork_workers():
+        pytest.skip("no fork here: shards always run in threads")
+    processes = _trainer(2, steps=15).run().model.state_dict()
+    assert multiprocessing.active_children() == []  # the run stopped its workers
+    monkeypatch.setattr(L, "can_fork_workers", lambda: False)
+    threads = _trainer(2, steps=15).run().model.state_dict()
+    assert all(processes[key].tobytes() == threads[key].tobytes() for key in processes)
+
+
+def test_a_dying_worker_fails_the_step_with_a_clear_error(monkeypatch):
+    if not P.can_fork_workers():
+        pytest.skip("no fork here: shards always run in threads")
+    trainer = _trainer(2)
+    xb, yb = next(iter(trainer.loader))
+    parent, original = os.getpid(), trainer._shard_gradients
+
+    def shard(x, y, weight, params):
+        if os.getpid() != parent:
+            os._exit(3)
+        return original(x, y, weight, params)
+
+    monkeypatch.setattr(trainer, "_shard_gradients", shard)
+    with pytest.raises(RuntimeError, match=r"^train: shard worker 1 died \(exit code 3\); "
+                                           r"use --threads 1 to train in one process$"):
+        trainer._train_step(xb, yb)
+    trainer.close()
+    assert multiprocessing.active_children() == []
 
 
 def test_sharded_runs_are_bitwise_reproducible():
@@ -97,22 +148,25 @@ def test_sharded_resume_reaches_the_uninterrupted_weights(tmp_path):
     assert all(reference[key].tobytes() == resumed[key].tobytes() for key in reference)
 
 
-def test_a_failing_shard_fails_the_step(monkeypatch):
+def test_a_failing_shard_fails_the_step(monkeypatch, tmp_path, runner):
     trainer = _trainer(2)
     xb, yb = next(iter(trainer.loader))
-    calls = []
-    original = trainer._shard_gradients
+    log, original = tmp_path / "log", trainer._shard_gradients
 
     def flaky(x, y, weight, params):
-        calls.append(len(x))
-        if len(calls) == 2:
+        _log(log, str(len(x)))
+        if np.array_equal(x, xb[50:]):
             raise FloatingPointError("shard exploded")
         return original(x, y, weight, params)
 
     monkeypatch.setattr(trainer, "_shard_gradients", flaky)
+    before = [p.data.copy() for p in trainer.model.parameters()]
     with pytest.raises(FloatingPointError, match="shard exploded"):
         trainer._train_step(xb, yb)
-    assert sorted(calls) == [50, 50]
+    assert sorted(log.read_text().split()) == ["50", "50"]
+    for p, kept in zip(trainer.model.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p.data, kept)  # no step was taken
+    trainer.close()
 
 
 def test_auto_threads_shard_big_batches_only(monkeypatch):
@@ -143,7 +197,7 @@ def test_negative_threads_are_refused():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_frozen_parameters_are_left_alone(threads):
+def test_frozen_parameters_are_left_alone(threads, runner):
     trainer = _trainer(threads)
     trainer.model.conv1.weight.requires_grad = False
     before = trainer.model.conv1.weight.data.copy()
@@ -152,6 +206,10 @@ def test_frozen_parameters_are_left_alone(threads):
     np.testing.assert_array_equal(trainer.model.conv1.weight.data, before)
     assert trainer.model.conv1.weight.grad is None
     assert trainer.model.conv2.weight.grad is not None
+    trainer.model.conv1.weight.requires_grad = True  # thawed: trained again
+    trainer._train_step(xb, yb)
+    assert not np.array_equal(trainer.model.conv1.weight.data, before)
+    trainer.close()
 
 
 @pytest.mark.parametrize(("size", "shards"), [(10, 3), (128, 2), (5, 8), (1, 1), (33, 7)])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,14 @@ from .checkpoint import (
     split_prefix,
     with_prefix,
 )
-from .parallel import resolve_threads, shard_bounds, single_threaded_blas
+from .parallel import (
+    ProcessShards,
+    ThreadShards,
+    can_fork_workers,
+    resolve_threads,
+    shard_bounds,
+    single_threaded_blas,
+)
 from .recipes import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -175,7 +181,7 @@ class Trainer:
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
         self.threads = resolve_threads(config.threads, self.model, config.batch_size,
                                        int(np.prod(self.input_shape)))
-        self._pool: ThreadPoolExecutor | None = None
+        self._shards: ProcessShards | ThreadShards | None = None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -257,24 +263,27 @@ class Trainer:
                             ) -> tuple[float, list[np.ndarray | None]]:
         """The batch's mean loss and its gradient for each of ``params``, from
         ``self.threads`` shards differentiated in parallel (see :mod:`cnnlab.train.parallel`)."""
-        jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb), params)
+        jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb))
                 for lo, hi in shard_bounds(len(xb), self.threads)]
         if len(jobs) == 1:
-            results = [self._shard_gradients(*jobs[0])]
+            results = [self._shard_gradients(*jobs[0], params)]
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads - 1, "cnnlab-shard")
-            with single_threaded_blas():
-                futures = [self._pool.submit(self._shard_gradients, *job) for job in jobs[1:]]
-                try:
-                    first = self._shard_gradients(*jobs[0])
-                finally:
-                    wait(futures)  # never leave a shard running past this step
-                results = [first] + [future.result() for future in futures]
+            if self._shards is None:
+                self._shards = self._start_shards(xb, yb)
+            results = self._shards.run(self._shard_gradients, jobs, params)
         value = sum(loss for loss, _ in results)
         grads = [_sum_in_order([shard[i] for _, shard in results])
                  for i in range(len(params))]
         return value, grads
+
+    def _start_shards(self, xb: np.ndarray, yb: np.ndarray) -> ProcessShards | ThreadShards:
+        """Worker processes where the OS can fork them (no interpreter lock to share),
+        else threads; either way the same shards, so the same weights."""
+        if not can_fork_workers():
+            return ThreadShards(self.threads)
+        rows = -(-self.config.batch_size // self.threads)  # the largest shard
+        return ProcessShards(self._shard_gradients, list(self.model.parameters()),
+                             self.threads - 1, rows, xb[0], yb[0])
 
     def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float,
                          params: list[Tensor]) -> tuple[float, list[np.ndarray | None]]:
@@ -346,10 +355,14 @@ class Trainer:
                     self.save()  # at least every epoch
         finally:
             progress.close()
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
+            self.close()
         return TrainResult(self.model, self.metrics(), self.history)
+
+    def close(self) -> None:
+        """Stop the shard workers, if any (a later step starts them again)."""
+        if self._shards is not None:
+            self._shards.close()
+            self._shards = None
 
     def metrics(self) -> dict[str, Any]:
         test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)

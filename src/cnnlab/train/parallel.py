@@ -16,12 +16,24 @@ Layers that couple the samples of a batch (BatchNorm) or draw from one generator
 from __future__ import annotations
 
 import contextlib
+import mmap
+import multiprocessing as mp
 import os
-from collections.abc import Iterator
+import pickle
+import signal
+import sys
+import traceback
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from .. import nn
+from ..autograd import Tensor
 
 # A shard smaller than this many input values costs more in per-op Python overhead than a
 # second core wins back: MNIST-1D's CNN (100 sequences of 40) trains faster unsharded,
@@ -99,3 +111,207 @@ def shard_bounds(size: int, shards: int) -> list[tuple[int, int]]:
         bounds.append((start, stop))
         start = stop
     return bounds
+
+
+# -- shard runners ---------------------------------------------------------------------------
+
+# compute(x, y, weight, params) -> (weight * loss, weight * d loss / d params): one shard.
+ShardCompute = Callable[[np.ndarray, np.ndarray, float, list[Tensor]],
+                        tuple[float, list[np.ndarray | None]]]
+ShardJob = tuple[np.ndarray, np.ndarray, float]
+
+
+def can_fork_workers() -> bool:
+    """Whether shards may run in forked worker processes: Linux only (macOS's system
+    libraries, Accelerate among them, are not fork-safe; Windows has no fork)."""
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+
+
+class ThreadShards:
+    """Shards 1.. in a thread pool, shard 0 in the caller's thread; BLAS one thread each."""
+
+    def __init__(self, shards: int) -> None:
+        self._pool = ThreadPoolExecutor(shards - 1, "cnnlab-shard")
+
+    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
+            ) -> list[tuple[float, list[np.ndarray | None]]]:
+        with single_threaded_blas():
+            futures = [self._pool.submit(compute, *job, params) for job in jobs[1:]]
+            try:
+                first = compute(*jobs[0], params)
+            finally:
+                wait(futures)  # never leave a shard running past this step
+        return [first] + [future.result() for future in futures]
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+class ProcessShards:
+    """Shards 1.. in forked worker processes, shard 0 in the caller; no GIL between them.
+
+    Threads share one interpreter lock, and a LeNet-5 shard holds it for about a sixth of
+    its time (op dispatch, autograd bookkeeping): two threads queue for it at every op.
+    Processes do not. The workers are forked from the trainer, so each holds its own copy
+    of the model; every step the caller writes the current weights, and each worker's
+    rows of the batch, into memory shared with the workers (an anonymous ``mmap``, freed
+    with the last process that maps it), and each worker writes its shard's gradients
+    back there. A worker computes with the same code and the same one-thread BLAS as a
+    thread would, so the weights come out bitwise the same as with :class:`ThreadShards`.
+    """
+
+    def __init__(self, compute: ShardCompute, params: list[Tensor], workers: int,
+                 max_rows: int, x_sample: np.ndarray, y_sample: np.ndarray) -> None:
+        self._params = params
+        self._weights = _shared_arrays([(p.data.shape, p.data.dtype) for p in params])
+        self._grads = [_shared_arrays([(p.data.shape, p.data.dtype) for p in params])
+                       for _ in range(workers)]
+        self._x = [_shared_arrays([((max_rows, *x_sample.shape), x_sample.dtype)])[0]
+                   for _ in range(workers)]
+        self._y = [_shared_arrays([((max_rows, *y_sample.shape), y_sample.dtype)])[0]
+                   for _ in range(workers)]
+        self._connections: list[Any] = []
+        self._processes: list[Any] = []
+        context = mp.get_context("fork")
+        for index in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve, name=f"cnnlab-shard-{index + 1}", daemon=True,
+                args=(theirs, compute, params, self._weights, self._grads[index],
+                      self._x[index], self._y[index]))
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns on fork() while other threads exist: OpenBLAS's
+                # idle workers. OpenBLAS re-creates its pool in the child (pthread_atfork),
+                # and the child runs nothing but NumPy on its own copies.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                process.start()
+            theirs.close()
+            self._connections.append(ours)
+            self._processes.append(process)
+        self._finalizer = weakref.finalize(self, _stop_workers, self._connections,
+                                           self._processes)
+
+    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
+            ) -> list[tuple[float, list[np.ndarray | None]]]:
+        index_of = {id(p): i for i, p in enumerate(self._params)}
+        trainable = [index_of[id(p)] for p in params]
+        for param, shared in zip(self._params, self._weights):
+            np.copyto(shared, param.data)
+        sent = []
+        try:
+            for worker, (x, y, weight) in enumerate(jobs[1:]):
+                self._x[worker][:len(x)] = x
+                self._y[worker][:len(y)] = y
+                self._connections[worker].send((len(x), weight, trainable))
+                sent.append(worker)
+            with single_threaded_blas():
+                first = compute(*jobs[0], params)
+        finally:
+            replies = self._receive_all(sent)  # never leave a shard running past this step
+        results = [first]
+        for worker, (loss, missing) in zip(sent, replies):
+            shard = [None if i in missing else self._grads[worker][i].copy()
+                     for i in trainable]
+            results.append((loss, shard))
+        return results
+
+    def _receive_all(self, workers: list[int]) -> list[tuple[float, set[int]]]:
+        """Every worker's reply; the first failure is raised once all have answered."""
+        replies, failure = [], None
+        for worker in workers:
+            try:
+                replies.append(self._receive(worker))
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _receive(self, worker: int) -> tuple[float, set[int]]:
+        try:
+            status, *payload = self._connections[worker].recv()
+        except (EOFError, OSError):
+            code = self._processes[worker].exitcode
+            raise RuntimeError(f"train: shard worker {worker + 1} died (exit code {code}); "
+                               f"use --threads 1 to train in one process") from None
+        if status == "error":  # the worker's own exception, its traceback as the cause
+            error, trace = payload
+            raise error from _ShardWorkerError(f"in shard worker {worker + 1}:\n{trace}")
+        return payload[0], set(payload[1])
+
+    def close(self) -> None:
+        """Stop the workers (also done when this object is garbage-collected)."""
+        self._finalizer()
+
+
+def _stop_workers(connections: list[Any], processes: list[Any]) -> None:
+    for connection in connections:
+        with contextlib.suppress(OSError):
+            connection.send(None)
+        connection.close()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+def _serve(connection: Any, compute: ShardCompute, params: list[Tensor],
+           weights: list[np.ndarray], grads: list[np.ndarray], x: np.ndarray, y: np.ndarray
+           ) -> None:
+    """A worker's loop: one shard per message until ``None`` or the trainer is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    for param, shared in zip(params, weights):
+        param.data = shared  # the trainer writes the current weights here every step
+    with single_threaded_blas():
+        while True:
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            rows, weight, trainable = message
+            try:
+                for index, param in enumerate(params):
+                    param.requires_grad = index in trainable
+                loss, shard = compute(x[:rows], y[:rows], weight,
+                                      [params[i] for i in trainable])
+                missing = []
+                for index, value in zip(trainable, shard):
+                    if value is None:
+                        missing.append(index)
+                    else:
+                        np.copyto(grads[index], value)
+                reply: tuple[Any, ...] = ("ok", loss, missing)
+            except Exception as error:  # the trainer raises it
+                reply = ("error", _picklable(error), traceback.format_exc())
+            connection.send(reply)
+
+
+class _ShardWorkerError(Exception):
+    """Where a shard worker's exception came from (its formatted traceback)."""
+
+
+def _picklable(error: Exception) -> Exception:
+    """``error`` itself when it survives pickling (to cross the pipe), else a RuntimeError
+    with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _shared_arrays(specs: list[tuple[tuple[int, ...], np.dtype]]) -> list[np.ndarray]:
+    """Zeroed arrays of the given shapes and dtypes in one anonymous shared mapping, which
+    forked children share (each array 64-byte aligned)."""
+    offsets, end = [], 0
+    for shape, dtype in specs:
+        end = -(-end // 64) * 64
+        offsets.append(end)
+        end += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    buffer = mmap.mmap(-1, max(end, 1))
+    return [np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)),
+                          offset=offset).reshape(shape)
+            for (shape, dtype), offset in zip(specs, offsets)]
