@@ -241,8 +241,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,
-                        help="split each batch into this many shards, one thread each "
-                             "(default 0: one per core when the batch is big enough)")
+                        help="split each batch into this many shards, differentiated at "
+                             "once (worker processes on Linux, threads elsewhere; default "
+                             "0: one per core when the batch is big enough)")
 
 
 def build_parser() -> argparse.ArgumentParser:

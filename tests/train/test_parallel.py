@@ -124,6 +124,19 @@ def test_a_dying_worker_fails_the_step_with_a_clear_error(monkeypatch):
     assert multiprocessing.active_children() == []
 
 
+def test_a_batch_bigger_than_the_configured_one_is_sharded_too(runner):
+    whole, sharded = _trainer(1, batch_size=50), _trainer(2, batch_size=50)
+    x, y = _splits()[0].x, _splits()[0].y
+    params_1, params_n = list(whole.model.parameters()), list(sharded.model.parameters())
+    for rows in (50, 130, 40):  # the workers' buffers hold 25 rows at first
+        loss_1, grads_1 = whole._loss_and_gradients(x[:rows], y[:rows], params_1)
+        loss_n, grads_n = sharded._loss_and_gradients(x[:rows], y[:rows], params_n)
+        assert loss_n == pytest.approx(loss_1, rel=1e-6)
+        for g1, gn in zip(grads_1, grads_n, strict=True):
+            np.testing.assert_allclose(gn, g1, rtol=0, atol=1e-5 * np.abs(g1).max())
+    sharded.close()
+
+
 def test_sharded_runs_are_bitwise_reproducible():
     first = _trainer(2, steps=15).run()
     second = _trainer(2, steps=15).run()

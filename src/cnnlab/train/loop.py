@@ -268,6 +268,8 @@ class Trainer:
         if len(jobs) == 1:
             results = [self._shard_gradients(*jobs[0], params)]
         else:
+            if self._shards is not None and not self._shards.fits(jobs):
+                self.close()  # a batch bigger than the configured one, or another shape
             if self._shards is None:
                 self._shards = self._start_shards(xb, yb)
             results = self._shards.run(self._shard_gradients, jobs, params)
@@ -281,7 +283,7 @@ class Trainer:
         else threads; either way the same shards, so the same weights."""
         if not can_fork_workers():
             return ThreadShards(self.threads)
-        rows = -(-self.config.batch_size // self.threads)  # the largest shard
+        rows = -(-max(self.config.batch_size, len(xb)) // self.threads)  # largest shard
         return ProcessShards(self._shard_gradients, list(self.model.parameters()),
                              self.threads - 1, rows, xb[0], yb[0])
 

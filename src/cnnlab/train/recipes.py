@@ -23,8 +23,8 @@ class TrainConfig:
     Exactly one of ``epochs`` / ``steps`` is set. ``checkpoint_every``: steps between
     checkpoints inside an epoch (a checkpoint is also written after every epoch).
     ``eval_every``: steps between test evaluations for the learning curve (0: per epoch).
-    ``threads``: shards each batch is split into, one thread each (0: one per core when
-    the batch is big enough; see :mod:`cnnlab.train.parallel`). The shard count sets the
+    ``threads``: shards each batch is split into, differentiated at once (0: one per core
+    when the batch is big enough; see :mod:`cnnlab.train.parallel`). The shard count sets the
     gradient's float rounding, so it is part of what fixes the final weights' last bits.
     ``shuffle``: draw each epoch's batches from a seeded permutation (True) or take the
     training set in its stored order, the same batches every epoch (False).
