@@ -95,18 +95,17 @@ def test_sharded_loss_and_gradient_are_the_batch_ones(threads, batch):
 
 
 def test_worker_processes_and_threads_give_the_same_bits(monkeypatch):
-    if not P.can_fork_workers():
-        pytest.skip("no fork here: shards always run in threads")
+    _needs_fork()
+    before = set(multiprocessing.active_children())
     processes = _trainer(2, steps=15).run().model.state_dict()
-    assert multiprocessing.active_children() == []  # the run stopped its workers
+    assert set(multiprocessing.active_children()) <= before  # the run stopped its workers
     monkeypatch.setattr(L, "can_fork_workers", lambda: False)
     threads = _trainer(2, steps=15).run().model.state_dict()
     assert all(processes[key].tobytes() == threads[key].tobytes() for key in processes)
 
 
 def test_a_dying_worker_fails_the_step_with_a_clear_error(monkeypatch):
-    if not P.can_fork_workers():
-        pytest.skip("no fork here: shards always run in threads")
+    _needs_fork()
     trainer = _trainer(2)
     xb, yb = next(iter(trainer.loader))
     parent, original = os.getpid(), trainer._shard_gradients
@@ -120,8 +119,9 @@ def test_a_dying_worker_fails_the_step_with_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match=r"^train: shard worker 1 died \(exit code 3\); "
                                            r"use --threads 1 to train in one process$"):
         trainer._train_step(xb, yb)
+    workers = trainer._shards._processes
     trainer.close()
-    assert multiprocessing.active_children() == []
+    assert not any(worker.is_alive() for worker in workers)
 
 
 def test_a_batch_bigger_than_the_configured_one_is_sharded_too(runner):
@@ -135,6 +135,57 @@ def test_a_batch_bigger_than_the_configured_one_is_sharded_too(runner):
         for g1, gn in zip(grads_1, grads_n, strict=True):
             np.testing.assert_allclose(gn, g1, rtol=0, atol=1e-5 * np.abs(g1).max())
     sharded.close()
+
+
+def _needs_fork():
+    if not P.can_fork_workers():
+        pytest.skip("no fork here: shards always run in threads")
+
+
+def test_a_worker_exits_when_the_trainer_is_gone():
+    # The trainer's pipe ends closing (as at its exit, even by kill -9) must reach the
+    # worker as end-of-file: it must not hold inherited copies of them open.
+    _needs_fork()
+    trainer = _trainer(3, batch_size=90)
+    xb, yb = next(iter(trainer.loader))
+    trainer._train_step(xb, yb)
+    shards = trainer._shards
+    for connection in shards._connections:
+        connection.close()  # no goodbye message
+    for process in shards._processes:
+        process.join(timeout=10)
+        assert process.exitcode == 0
+
+
+def test_a_worker_dead_since_the_last_step_gives_a_clear_error():
+    _needs_fork()
+    trainer = _trainer(2)
+    xb, yb = next(iter(trainer.loader))
+    trainer._train_step(xb, yb)
+    worker = trainer._shards._processes[0]
+    worker.kill()
+    worker.join()
+    with pytest.raises(RuntimeError, match=r"^train: shard worker 1 died \(exit code -9\)"):
+        trainer._train_step(xb, yb)
+    trainer.close()
+
+
+def test_a_short_last_batch_keeps_the_workers(monkeypatch):
+    _needs_fork()
+    started = []
+    original = P.ProcessShards.__init__
+
+    def counting(self, *args, **kwargs):
+        started.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(P.ProcessShards, "__init__", counting)
+    train_set, test_set = _splits()
+    datasets = (ArrayDataset(train_set.x[:402], train_set.y[:402]), test_set)
+    options = {"steps": 15, "batch_size": 100, "progress": False, "eval_every": 0,
+               "threads": 3}  # every fifth batch has 2 rows: fewer rows than shards
+    Trainer(default_config("mnist1d", "cnn", **options), datasets=datasets).run()
+    assert started == [1]
 
 
 def test_sharded_runs_are_bitwise_reproducible():

@@ -268,7 +268,8 @@ class Trainer:
         if len(jobs) == 1:
             results = [self._shard_gradients(*jobs[0], params)]
         else:
-            if self._shards is not None and not self._shards.fits(jobs):
+            if (self._shards is not None
+                    and not self._shards.fits(self._shard_gradients, jobs, params)):
                 self.close()  # a batch bigger than the configured one, or another shape
             if self._shards is None:
                 self._shards = self._start_shards(xb, yb)

@@ -138,7 +138,8 @@ class ThreadShards:
         self._shards = shards
         self._pool = ThreadPoolExecutor(shards - 1, "cnnlab-shard")
 
-    def fits(self, jobs: list[ShardJob]) -> bool:
+    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
+             ) -> bool:
         return len(jobs) <= self._shards
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
@@ -178,38 +179,51 @@ class ProcessShards:
                    for _ in range(workers)]
         self._y = [_shared_arrays([((max_rows, *y_sample.shape), y_sample.dtype)])[0]
                    for _ in range(workers)]
+        self._compute = compute
+        self._index = {id(p): i for i, p in enumerate(params)}
         self._connections: list[Any] = []
         self._processes: list[Any] = []
-        context = mp.get_context("fork")
-        for index in range(workers):
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_serve, name=f"cnnlab-shard-{index + 1}", daemon=True,
-                args=(theirs, compute, params, self._weights, self._grads[index],
-                      self._x[index], self._y[index]))
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns on fork() while other threads exist: OpenBLAS's
-                # idle workers. OpenBLAS re-creates its pool in the child (pthread_atfork),
-                # and the child runs nothing but NumPy on its own copies.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                process.start()
-            theirs.close()
-            self._connections.append(ours)
-            self._processes.append(process)
+        # Registered first, so that workers started before a failure here are stopped too.
         self._finalizer = weakref.finalize(self, _stop_workers, self._connections,
                                            self._processes)
+        context = mp.get_context("fork")
+        try:
+            for index in range(workers):
+                ours, theirs = context.Pipe()
+                self._connections.append(ours)
+                process = context.Process(
+                    target=_serve, name=f"cnnlab-shard-{index + 1}", daemon=True,
+                    args=(theirs, list(self._connections), compute, params, self._weights,
+                          self._grads[index], self._x[index], self._y[index]))
+                with warnings.catch_warnings():
+                    # Python >= 3.12 warns on fork() while other threads exist (OpenBLAS's
+                    # idle workers, tqdm's monitor). OpenBLAS re-creates its pool in the
+                    # child (pthread_atfork); the child runs nothing but NumPy on its own
+                    # copies and never touches tqdm.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    process.start()
+                theirs.close()
+                self._processes.append(process)
+        except BaseException:
+            self._finalizer()
+            raise
 
-    def fits(self, jobs: list[ShardJob]) -> bool:
-        """Whether the workers' row buffers hold ``jobs[1:]`` (else start new workers)."""
-        return len(jobs) - 1 == len(self._x) and all(
-            x.shape[1:] == slot.shape[1:] and x.dtype == slot.dtype and len(x) <= len(slot)
-            and y.shape[1:] == rows.shape[1:] and y.dtype == rows.dtype
-            for (x, y, _), slot, rows in zip(jobs[1:], self._x, self._y))
+    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
+             ) -> bool:
+        """Whether these workers can run ``jobs[1:]``: the same computation and parameters
+        they were forked with, and rows that fit their buffers (else start new workers)."""
+        return (compute == self._compute and len(jobs) - 1 <= len(self._x)
+                and all(id(p) in self._index for p in params)
+                and all(x.shape[1:] == slot.shape[1:] and x.dtype == slot.dtype
+                        and len(x) <= len(slot) and y.shape[1:] == rows.shape[1:]
+                        and y.dtype == rows.dtype
+                        for (x, y, _), slot, rows in zip(jobs[1:], self._x, self._y)))
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
             ) -> list[tuple[float, list[np.ndarray | None]]]:
-        index_of = {id(p): i for i, p in enumerate(self._params)}
-        trainable = [index_of[id(p)] for p in params]
+        """Shard 0 here with ``compute``, the others in the workers (which run the
+        ``compute`` they were forked with: :meth:`fits` checks it is the same)."""
+        trainable = [self._index[id(p)] for p in params]
         for param, shared in zip(self._params, self._weights):
             np.copyto(shared, param.data)
         sent = []
@@ -217,7 +231,10 @@ class ProcessShards:
             for worker, (x, y, weight) in enumerate(jobs[1:]):
                 self._x[worker][:len(x)] = x
                 self._y[worker][:len(y)] = y
-                self._connections[worker].send((len(x), weight, trainable))
+                try:
+                    self._connections[worker].send((len(x), weight, trainable))
+                except OSError:  # it died since the last step
+                    raise self._died(worker) from None
                 sent.append(worker)
             with single_threaded_blas():
                 first = compute(*jobs[0], params)
@@ -246,14 +263,17 @@ class ProcessShards:
         try:
             status, *payload = self._connections[worker].recv()
         except (EOFError, OSError):
-            self._processes[worker].join(timeout=5)  # reap it, for its exit code
-            code = self._processes[worker].exitcode
-            raise RuntimeError(f"train: shard worker {worker + 1} died (exit code {code}); "
-                               f"use --threads 1 to train in one process") from None
+            raise self._died(worker) from None
         if status == "error":  # the worker's own exception, its traceback as the cause
             error, trace = payload
             raise error from _ShardWorkerError(f"in shard worker {worker + 1}:\n{trace}")
         return payload[0], set(payload[1])
+
+    def _died(self, worker: int) -> RuntimeError:
+        self._processes[worker].join(timeout=5)  # reap it, for its exit code
+        code = self._processes[worker].exitcode
+        return RuntimeError(f"train: shard worker {worker + 1} died (exit code {code}); "
+                            f"use --threads 1 to train in one process")
 
     def close(self) -> None:
         """Stop the workers (also done when this object is garbage-collected)."""
@@ -272,11 +292,13 @@ def _stop_workers(connections: list[Any], processes: list[Any]) -> None:
             process.join()
 
 
-def _serve(connection: Any, compute: ShardCompute, params: list[Tensor],
-           weights: list[np.ndarray], grads: list[np.ndarray], x: np.ndarray, y: np.ndarray
-           ) -> None:
+def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
+           params: list[Tensor], weights: list[np.ndarray], grads: list[np.ndarray],
+           x: np.ndarray, y: np.ndarray) -> None:
     """A worker's loop: one shard per message until ``None`` or the trainer is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    for end in trainer_ends:  # inherited copies: with them open, the trainer's exit (even
+        end.close()           # a kill) would never reach ``recv`` as end-of-file
     for param, shared in zip(params, weights):
         param.data = shared  # the trainer writes the current weights here every step
     with single_threaded_blas():
