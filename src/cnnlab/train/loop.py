@@ -43,6 +43,7 @@ from .parallel import (
     resolve_threads,
     shard_bounds,
     single_threaded_blas,
+    sum_shards,
 )
 from .recipes import TrainConfig
 
@@ -60,17 +61,6 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def _sum_in_order(arrays: list[np.ndarray | None]) -> np.ndarray | None:
-    """Sum left to right (a fixed order, so the same bits on every run); None: no grad."""
-    present = [a for a in arrays if a is not None]
-    if not present:
-        return None
-    total = present[0]
-    for array in present[1:]:
-        total = total + array
-    return total
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -272,21 +262,18 @@ class Trainer:
                     and not self._shards.fits(self._shard_gradients, jobs, params)):
                 self.close()  # a batch bigger than the configured one, or another shape
             if self._shards is None:
-                self._shards = self._start_shards(xb, yb)
+                self._shards = self._start_shards(jobs)
             results = self._shards.run(self._shard_gradients, jobs, params)
-        value = sum(loss for loss, _ in results)
-        grads = [_sum_in_order([shard[i] for _, shard in results])
-                 for i in range(len(params))]
-        return value, grads
+        return sum_shards(results)
 
-    def _start_shards(self, xb: np.ndarray, yb: np.ndarray) -> ProcessShards | ThreadShards:
+    def _start_shards(self, jobs: list[tuple[np.ndarray, np.ndarray, float]]
+                      ) -> ProcessShards | ThreadShards:
         """Worker processes where the OS can fork them (no interpreter lock to share),
         else threads; either way the same shards, so the same weights."""
         if not can_fork_workers():
             return ThreadShards(self.threads)
-        rows = -(-max(self.config.batch_size, len(xb)) // self.threads)  # largest shard
-        return ProcessShards(self._shard_gradients, list(self.model.parameters()),
-                             self.threads - 1, rows, xb[0], yb[0])
+        return ProcessShards(self._shard_gradients, list(self.model.parameters()), jobs,
+                             self.config.batch_size)
 
     def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float,
                          params: list[Tensor]) -> tuple[float, list[np.ndarray | None]]:

@@ -119,10 +119,26 @@ def shard_bounds(size: int, shards: int) -> list[tuple[int, int]]:
 
 # -- shard runners ---------------------------------------------------------------------------
 
+ShardResult = tuple[float, list[np.ndarray | None]]
+
 # compute(x, y, weight, params) -> (weight * loss, weight * d loss / d params): one shard.
-ShardCompute = Callable[[np.ndarray, np.ndarray, float, list[Tensor]],
-                        tuple[float, list[np.ndarray | None]]]
+ShardCompute = Callable[[np.ndarray, np.ndarray, float, list[Tensor]], ShardResult]
 ShardJob = tuple[np.ndarray, np.ndarray, float]
+
+
+def sum_shards(results: list[ShardResult]) -> ShardResult:
+    """The batch's (loss, gradients) from its shards' weighted ones, each gradient summed
+    left to right over the shards (a fixed order: the same bits on every run); a gradient
+    no shard reached stays None."""
+    loss = sum(value for value, _ in results)
+    grads = []
+    for shards in zip(*(shard for _, shard in results)):
+        present = [g for g in shards if g is not None]
+        total = present[0] if present else None
+        for g in present[1:]:
+            total = total + g
+        grads.append(total)
+    return loss, grads
 
 
 def can_fork_workers() -> bool:
@@ -143,7 +159,7 @@ class ThreadShards:
         return len(jobs) <= self._shards
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-            ) -> list[tuple[float, list[np.ndarray | None]]]:
+            ) -> list[ShardResult]:
         with single_threaded_blas():
             futures = [self._pool.submit(compute, *job, params) for job in jobs[1:]]
             try:
@@ -169,16 +185,26 @@ class ProcessShards:
     thread would, so the weights come out bitwise the same as with :class:`ThreadShards`.
     """
 
-    def __init__(self, compute: ShardCompute, params: list[Tensor], workers: int,
-                 max_rows: int, x_sample: np.ndarray, y_sample: np.ndarray) -> None:
+    def __init__(self, compute: ShardCompute, params: list[Tensor], jobs: list[ShardJob],
+                 batch_size: int) -> None:
+        """Workers for ``jobs[1:]``, with row buffers for any batch of up to
+        ``batch_size`` rows split into ``len(jobs)`` shards (the first shard is the
+        largest one :func:`shard_bounds` makes)."""
+        x, y, _ = jobs[0]
+        workers = len(jobs) - 1
+        start, stop = shard_bounds(max(batch_size, sum(len(job[0]) for job in jobs)),
+                                   len(jobs))[0]
+        rows = stop - start
         self._params = params
-        self._weights = _shared_arrays([(p.data.shape, p.data.dtype) for p in params])
-        self._grads = [_shared_arrays([(p.data.shape, p.data.dtype) for p in params])
-                       for _ in range(workers)]
-        self._x = [_shared_arrays([((max_rows, *x_sample.shape), x_sample.dtype)])[0]
-                   for _ in range(workers)]
-        self._y = [_shared_arrays([((max_rows, *y_sample.shape), y_sample.dtype)])[0]
-                   for _ in range(workers)]
+        specs = [(p.data.shape, p.data.dtype) for p in params]
+        self._weights = _shared_arrays(specs)
+        self._grads = [_shared_arrays(specs) for _ in range(workers)]
+        self._x, self._y = [], []
+        for _ in range(workers):
+            x_rows, y_rows = _shared_arrays([((rows, *x.shape[1:]), x.dtype),
+                                             ((rows, *y.shape[1:]), y.dtype)])
+            self._x.append(x_rows)
+            self._y.append(y_rows)
         self._compute = compute
         self._index = {id(p): i for i, p in enumerate(params)}
         self._connections: list[Any] = []
@@ -220,7 +246,7 @@ class ProcessShards:
                         for (x, y, _), slot, rows in zip(jobs[1:], self._x, self._y)))
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-            ) -> list[tuple[float, list[np.ndarray | None]]]:
+            ) -> list[ShardResult]:
         """Shard 0 here with ``compute``, the others in the workers (which run the
         ``compute`` they were forked with: :meth:`fits` checks it is the same)."""
         trainable = [self._index[id(p)] for p in params]
