@@ -23,6 +23,7 @@ from cnnlab.train import (
     default_config,
     load_checkpoint,
     resolve_model,
+    save_checkpoint,
     train,
     write_metrics,
 )
@@ -255,6 +256,46 @@ def test_a_new_run_refuses_to_overwrite_an_existing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="already exists; pass --resume"):
         _run(steps=4, seed=3, checkpoint_dir=str(folder))
     assert (folder / CHECKPOINT_NAME).read_bytes() == payload
+
+
+@pytest.mark.parametrize(("changed", "expected"), [
+    ({"lr": 1e-3}, r"lr=0\.01, this run asks for lr=0\.001"),
+    ({"shuffle": False}, r"shuffle=True, this run asks for shuffle=False"),
+    ({"seed": 9, "batch_size": 90}, r"batch_size=100, seed=0, this run asks for "
+                                    r"batch_size=90, seed=9"),
+])
+def test_resume_refuses_other_settings_than_the_checkpoints(tmp_path, changed, expected):
+    # Another learning rate, order or seed could never reach the interrupted run's weights.
+    folder = tmp_path / "run"
+    _run(steps=4, checkpoint_dir=str(folder))
+    payload = (folder / CHECKPOINT_NAME).read_bytes()
+    with pytest.raises(CheckpointError, match=expected):
+        _run(steps=8, checkpoint_dir=str(folder), resume=True, **changed)
+    assert (folder / CHECKPOINT_NAME).read_bytes() == payload
+
+
+def test_resume_may_extend_the_run_and_change_machine_settings(tmp_path):
+    reference = _run(steps=8)
+    folder = tmp_path / "run"
+    _run(steps=4, checkpoint_dir=str(folder), checkpoint_every=2)
+    resumed = _run(steps=8, checkpoint_dir=str(folder), checkpoint_every=3, eval_every=2,
+                   resume=True)
+    _assert_bitwise_equal(_weights(reference), _weights(resumed))
+
+
+def test_resume_of_a_checkpoint_from_before_a_setting_existed_takes_its_default(tmp_path):
+    # Checkpoints written before ``shuffle`` existed have no such key: they shuffled.
+    folder = tmp_path / "old"
+    reference = _run(steps=8)
+    _run(steps=4, checkpoint_dir=str(folder))
+    path = folder / CHECKPOINT_NAME
+    arrays, metadata = load_checkpoint(path)
+    del metadata["config"]["shuffle"]
+    save_checkpoint(path, arrays, metadata)
+    resumed = _run(steps=8, checkpoint_dir=str(folder), resume=True)
+    _assert_bitwise_equal(_weights(reference), _weights(resumed))
+    with pytest.raises(CheckpointError, match=r"shuffle=True, this run asks for shuffle=Fa"):
+        _run(steps=8, checkpoint_dir=str(folder), resume=True, shuffle=False)
 
 
 # -- divergence -----------------------------------------------------------------------------

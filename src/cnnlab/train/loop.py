@@ -45,7 +45,7 @@ from .parallel import (
     single_threaded_blas,
     sum_shards,
 )
-from .recipes import TrainConfig
+from .recipes import RECIPE_FIELDS, TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -210,6 +210,7 @@ class Trainer:
                 raise CheckpointError(
                     f"resume: {path} is a checkpoint of {key} {metadata.get(key)!r}, "
                     f"not {getattr(self.config, key)!r}")
+        self._check_same_recipe(path, metadata.get("config", {}))
         try:
             self.model.load_state_dict(split_prefix(arrays, "model"))
         except (ValueError, KeyError) as error:
@@ -225,6 +226,21 @@ class Trainer:
         self.history = list(metadata["history"])
         self.train_seconds = float(metadata["train_seconds"])
         return True
+
+    def _check_same_recipe(self, path: Path, saved: dict[str, Any]) -> None:
+        """Refuse to resume with other :data:`RECIPE_FIELDS` than the checkpoint's: the run
+        would no longer reach the weights of the run it continues (a checkpoint written
+        before a field existed counts as having its default)."""
+        defaults = TrainConfig(data=self.config.data, model=self.config.model)
+        differing = [name for name in RECIPE_FIELDS
+                     if saved.get(name, getattr(defaults, name)) != getattr(self.config, name)]
+        if differing:
+            was = ", ".join(f"{name}={saved.get(name, getattr(defaults, name))!r}"
+                            for name in differing)
+            now = ", ".join(f"{name}={getattr(self.config, name)!r}" for name in differing)
+            raise CheckpointError(
+                f"resume: {path} was trained with {was}, this run asks for {now}; resume "
+                f"with the run's settings, or train into another --checkpoint directory")
 
     # -- the loop -------------------------------------------------------------------------
     @property

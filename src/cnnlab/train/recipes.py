@@ -77,6 +77,14 @@ class TrainConfig:
         del checks
 
 
+# The settings that set a run's trajectory: a resumed run must use the checkpoint's own
+# (Trainer.restore refuses others). The rest are its length (epochs / steps, which a resume
+# may extend) and machine-side settings; ``threads`` among them changes only the last bits
+# of the gradient sums.
+RECIPE_FIELDS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed",
+                 "augment_shift", "shuffle")
+
+
 def _fail(message: str) -> bool:
     raise ValueError(f"train: {message}")
 
