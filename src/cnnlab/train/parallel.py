@@ -26,6 +26,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 import traceback
 import warnings
 import weakref
@@ -117,6 +118,13 @@ def shard_bounds(size: int, shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
+# A process waiting for its shard partner polls for this long before it sleeps in the
+# kernel. Waking a sleeping process costs 50-170 us in a VM (a pipe round trip after 1 or
+# 7 ms idle: 53 and 172 us asleep, 25 and 52 us polling); a LeNet-5 step has two such
+# waits, the worker's for its next shard and the trainer's for the worker's reply. Only
+# when every shard has a core of its own: else the poll takes time from a shard.
+SPIN_SECONDS = 0.002
+
 # -- shard runners ---------------------------------------------------------------------------
 
 ShardResult = tuple[float, list[np.ndarray | None]]
@@ -206,6 +214,7 @@ class ProcessShards:
             self._x.append(x_rows)
             self._y.append(y_rows)
         self._compute = compute
+        self._spin = SPIN_SECONDS if len(jobs) <= available_cores() else 0.0
         self._index = {id(p): i for i, p in enumerate(params)}
         self._connections: list[Any] = []
         self._processes: list[Any] = []
@@ -220,7 +229,7 @@ class ProcessShards:
                 process = context.Process(
                     target=_serve, name=f"cnnlab-shard-{index + 1}", daemon=True,
                     args=(theirs, list(self._connections), compute, params, self._weights,
-                          self._grads[index], self._x[index], self._y[index]))
+                          self._grads[index], self._x[index], self._y[index], self._spin))
                 with warnings.catch_warnings():
                     # Python >= 3.12 warns on fork() while other threads exist (OpenBLAS's
                     # idle workers, tqdm's monitor). OpenBLAS re-creates its pool in the
@@ -287,7 +296,9 @@ class ProcessShards:
 
     def _receive(self, worker: int) -> tuple[float, set[int]]:
         try:
-            status, *payload = self._connections[worker].recv()
+            connection = self._connections[worker]
+            _await(connection, self._spin)
+            status, *payload = connection.recv()
         except (EOFError, OSError):
             raise self._died(worker) from None
         if status == "error":  # the worker's own exception, its traceback as the cause
@@ -320,7 +331,7 @@ def _stop_workers(connections: list[Any], processes: list[Any]) -> None:
 
 def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
            params: list[Tensor], weights: list[np.ndarray], grads: list[np.ndarray],
-           x: np.ndarray, y: np.ndarray) -> None:
+           x: np.ndarray, y: np.ndarray, spin: float) -> None:
     """A worker's loop: one shard per message until ``None`` or the trainer is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     for end in trainer_ends:  # inherited copies: with them open, the trainer's exit (even
@@ -330,6 +341,7 @@ def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
     with single_threaded_blas():
         while True:
             try:
+                _await(connection, spin)
                 message = connection.recv()
             except (EOFError, OSError):
                 return
@@ -351,6 +363,14 @@ def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
             except Exception as error:  # the trainer raises it
                 reply = ("error", _picklable(error), traceback.format_exc())
             connection.send(reply)
+
+
+def _await(connection: Any, seconds: float) -> None:
+    """Poll ``connection`` for up to ``seconds`` before the caller blocks on it (see
+    :data:`SPIN_SECONDS`)."""
+    deadline = time.perf_counter() + seconds
+    while not connection.poll(0) and time.perf_counter() < deadline:
+        pass
 
 
 class _ShardWorkerError(Exception):
