@@ -237,7 +237,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --checkpoint DIR")
+                        help="continue from the checkpoint in --checkpoint DIR, to the "
+                             "weights the uninterrupted run reaches; the run's settings "
+                             "(lr, batch size, seed, ...) must be the checkpoint's, and "
+                             "--epochs/--steps may extend it")
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,
