@@ -448,9 +448,9 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     in_spatial = x_arr.shape[2:]
     spec = _pool_spec(in_spatial, kernel_size, stride, padding, dilation, ceil_mode, fn)
     if not return_indices:
-        out, arg = max_pool_taps(x_arr, spec)
-        return _unary_op(out, x, unbatched,
-                         lambda g: max_pool_taps_backward(g, out, arg, in_spatial, spec))
+        out, arg, finite = max_pool_taps(x_arr, spec)
+        return _unary_op(out, x, unbatched, lambda g: max_pool_taps_backward(
+            g, out, arg, in_spatial, spec, out_finite=finite))
     out, indices = max_pool_nd(x_arr, spec)
     y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial))
     return y, _like_input(x, indices[0] if unbatched else indices)
@@ -1712,6 +1712,6 @@ def flatten(x: ArrayOrTensor, start_dim: int = 0, end_dim: int = -1) -> ArrayOrT
     if start > end:
         raise ValueError(f"{fn}: start_dim ({start_dim}) must not come after end_dim "
                          f"({end_dim}) for a {x_arr.ndim}-D input")
-    merged = int(np.prod(x_arr.shape[start:end + 1]))
+    merged = prod(x_arr.shape[start:end + 1])
     out = x_arr.reshape((*x_arr.shape[:start], merged, *x_arr.shape[end + 1:]))
     return _wrap(out, [x], lambda g: (g.reshape(x_arr.shape),), False)

@@ -455,3 +455,22 @@ def test_max_pool_nan_gradient_reaches_only_the_chosen_input(kwargs):
     F.max_pool2d(theirs, **kwargs).backward(torch.tensor(g))
     np.testing.assert_array_equal(np.isnan(ours.grad), np.isnan(theirs.grad.numpy()))
     np.testing.assert_allclose(np.nan_to_num(ours.grad), np.nan_to_num(theirs.grad.numpy()))
+
+
+def test_max_pool_gradient_that_overflows_between_stages_matches_torch():
+    """Overlapping windows that pick the same input add their gradients up stage by stage.
+    Here the upstream gradient is finite (its sum too: +2e38 and -2e38 alternate), but the
+    first stage (rows, k=3, stride 1) sums two of them to +-inf in float32; the next stage
+    (columns, k=2) must then not spread inf * 0 = NaN to the inputs it did not choose."""
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 2, 0] = x[0, 0, 2, 3] = 1.0  # both row windows of each column pair pick these
+    ours = Tensor(x, requires_grad=True)
+    y = cf.max_pool2d(ours, kernel_size=(3, 2), stride=(1, 2))
+    g = np.array([[[[2e38, -2e38], [2e38, -2e38]]]], np.float32)
+    y.backward(g)
+    theirs = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(theirs, kernel_size=(3, 2), stride=(1, 2)).backward(torch.tensor(g))
+    expected = theirs.grad.numpy()
+    assert expected[0, 0, 2, 0] == np.inf and expected[0, 0, 2, 3] == -np.inf
+    assert np.count_nonzero(expected) == 2
+    np.testing.assert_array_equal(ours.grad, expected)

@@ -131,8 +131,9 @@ def _axis_max(a: np.ndarray, axis: int, spec: PoolSpec, nan_aware: bool
 
 
 def max_pool_taps(x: np.ndarray, spec: PoolSpec
-                  ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """x (N, C, *spatial) -> (max (N, C, *out), per-axis tap indices of each max).
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, ...], bool]:
+    """x (N, C, *spatial) -> (max (N, C, *out), per-axis tap indices of each max, whether
+    the max is finite everywhere).
 
     Separable: the window max is reduced one spatial axis at a time, last axis first, so a
     ``k x k`` window costs ``2(k - 1)`` vectorised passes, not ``k*k - 1``. ``taps[a]`` is
@@ -145,9 +146,10 @@ def max_pool_taps(x: np.ndarray, spec: PoolSpec
                           spec.out_spatial)
     padded = pad_forward(x, pads, "zeros", value=-np.inf)
     out, taps = _separable_max(padded, spec, nan_aware=False)
-    if not all_finite(out):  # a NaN in x reaches the output (np.maximum propagates it)
+    finite = all_finite(out)
+    if not finite:  # a NaN in x reaches the output (np.maximum propagates it)
         out, taps = _separable_max(padded, spec, nan_aware=True)
-    return out, taps
+    return out, taps, finite
 
 
 def _separable_max(padded: np.ndarray, spec: PoolSpec, nan_aware: bool
@@ -179,16 +181,19 @@ def _flat_taps(taps: tuple[np.ndarray, ...], spec: PoolSpec) -> np.ndarray:
 
 
 def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.ndarray, ...],
-                           in_spatial: tuple[int, ...], spec: PoolSpec) -> np.ndarray:
+                           in_spatial: tuple[int, ...], spec: PoolSpec,
+                           out_finite: bool = False) -> np.ndarray:
     """VJP of :func:`max_pool_taps`: the stages in reverse, each sending an output's gradient
-    to the tap it chose along its axis (overlapping windows add up)."""
-    if out.size and not out.min() > -np.inf:
+    to the tap it chose along its axis (overlapping windows add up). ``out_finite``: the
+    forward found ``out`` finite (then no window is all -inf, which is not checked again)."""
+    if not out_finite and out.size and not out.min() > -np.inf:
         # -inf windows take PyTorch's "first in-bounds tap" index (NaN: also the exact path).
         _, indices = _flat_indices(out, _flat_taps(taps, spec), in_spatial, spec)
         return scatter_flat(grad, indices, in_spatial)
     pads = window_padding(in_spatial, spec.padding, spec.kernel, spec.stride, spec.dilation,
                           spec.out_spatial)
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads))
+    known_finite = False
     for axis, arg in enumerate(taps):
         shape = (*grad.shape[:2 + axis], padded[axis], *grad.shape[3 + axis:])
         # Windows that do not overlap (stride >= dilated kernel) write disjoint slices.
@@ -196,12 +201,22 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
         disjoint = s >= d * (k - 1) + 1
         # A product with the 0/1 mask is the fast form (about 8x a masked copy), but
         # 0 * NaN or 0 * inf would leak a non-finite gradient to the taps not chosen.
-        finite = all_finite(grad)
+        # A finite gradient stays finite through a disjoint stage (each element is a
+        # copy or a zero); overlapping windows add up, and a sum can overflow to inf.
+        finite = known_finite or all_finite(grad)
+        known_finite = finite and disjoint
         # Windows that tile the axis (k == s, no dilation: the usual 2x2 pooling) write
         # every element, so only the others start from zeros.
         tiles = finite and d == 1 and s == k and k * grad.shape[2 + axis] == shape[2 + axis]
         grad_in = (np.empty if tiles else np.zeros)(shape, dtype=grad.dtype)
-        for index, view in enumerate(_axis_taps(grad_in, axis, spec)):
+        views = _axis_taps(grad_in, axis, spec)
+        if finite and disjoint and k == 2:
+            # Tap 1 takes grad * chosen, tap 0 the rest: grad - that is grad or exactly 0.
+            np.multiply(grad, arg.view(np.bool_), out=views[1])
+            np.subtract(grad, views[1], out=views[0])
+            grad = grad_in
+            continue
+        for index, view in enumerate(views):
             chosen = arg == index
             if finite and disjoint:
                 np.multiply(grad, chosen, out=view)
@@ -221,7 +236,7 @@ def max_pool_nd(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
     Padding is -inf. ``indices[n, c, o]`` is the row-major index into ``spatial`` of the
     chosen element, as ``torch.nn.functional.max_pool*d(..., return_indices=True)``.
     """
-    out, taps = max_pool_taps(x, spec)
+    out, taps, _ = max_pool_taps(x, spec)
     return _flat_indices(out, _flat_taps(taps, spec), x.shape[2:], spec)
 
 
