@@ -284,3 +284,48 @@ def test_shard_bounds_cover_the_batch_evenly(size, shards):
     assert all(a[1] == b[0] for a, b in pairwise(bounds))
     sizes = [stop - start for start, stop in bounds]
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+# -- the one-thread BLAS limit ----------------------------------------------------------------
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+@pytest.mark.skipif(not P.can_limit_blas(), reason="threadpoolctl is not installed")
+def test_blas_limit_nests_and_restores_only_at_the_outermost_block():
+    before = _blas_threads()
+    with P.single_threaded_blas():
+        assert set(_blas_threads()) == {1}
+        with P.single_threaded_blas():
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}  # the inner block's end keeps the outer limit
+    assert _blas_threads() == before
+    with pytest.raises(KeyError), P.single_threaded_blas():
+        raise KeyError("an exception inside the block")
+    assert _blas_threads() == before  # restored on the way out of an exception too
+
+
+@pytest.mark.skipif(not P.can_limit_blas() or not P.can_fork_workers(),
+                    reason="needs threadpoolctl and fork")
+def test_a_forked_child_starts_outside_the_parents_blas_blocks():
+    read, write = os.pipe()
+    with P.single_threaded_blas():
+        pid = os.fork()
+        if pid == 0:  # the child: its own limit is set and restored, not a no-op
+            try:
+                os.close(read)
+                depth = P._BLAS_LIMIT.depth
+                with P.single_threaded_blas():
+                    inside = P._BLAS_LIMIT.depth
+                os.write(write, f"{depth} {inside}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as child:
+            reply = child.read()
+        os.waitpid(pid, 0)
+    assert reply == "0 1"

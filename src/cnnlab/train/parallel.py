@@ -26,6 +26,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -72,15 +73,44 @@ def can_limit_blas() -> bool:
     return _blas_controller() is not None
 
 
+class _BlasLimit:
+    """The process's one-thread BLAS limit and how many blocks are inside it. Setting and
+    restoring the limit costs about 40 us each (threadpoolctl asks every BLAS library);
+    blocks nested inside another (a shard runner inside ``Trainer.run``) only count."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.limiter: Any = None
+
+
+_BLAS_LIMIT = _BlasLimit()
+# A forked child starts outside every block, whatever its parent was inside.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _BLAS_LIMIT.__init__())
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Inside this block every loaded BLAS runs one thread per call."""
+    """Inside this block every loaded BLAS runs one thread per call (re-entrant, and
+    shared by the threads of the process, as the limit itself is)."""
     controller = _blas_controller()
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    state = _BLAS_LIMIT
+    with state.lock:
+        if state.depth == 0:
+            state.limiter = controller.limit(limits=1, user_api="blas")
+        state.depth += 1
+    try:
         yield
+    finally:
+        with state.lock:
+            state.depth -= 1
+            if state.depth == 0:
+                state.limiter.restore_original_limits()
+                state.limiter = None
 
 
 def resolve_threads(requested: int, model: nn.Module, batch_size: int,
