@@ -245,6 +245,52 @@ def test_corrupt_checkpoint_on_resume_is_left_as_it_was(capsys, workspace):
     assert_untouched(workspace)
 
 
+def _train(capsys, folder, *options: str) -> dict[str, np.ndarray]:
+    code, _, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn",
+                       "--checkpoint", str(folder), "--no-progress", *options)
+    assert code == 0, err
+    arrays, _ = load_checkpoint(folder / "checkpoint.safetensors")
+    return {name: value for name, value in arrays.items() if name.startswith("model.")}
+
+
+@needs_mnist1d
+def test_resume_alone_continues_the_run_with_its_own_settings(capsys, tmp_path):
+    # The settings given at the start are not repeated: --resume takes them from the run.
+    settings = ("--lr", "0.005", "--batch-size", "50", "--seed", "4", "--shuffle")
+    reference = _train(capsys, tmp_path / "whole", "--steps", "12", *settings)
+    _train(capsys, tmp_path / "split", "--steps", "5", *settings)
+    resumed = _train(capsys, tmp_path / "split", "--steps", "12", "--resume")
+    assert list(resumed) == list(reference)
+    for name in reference:
+        assert resumed[name].tobytes() == reference[name].tobytes(), name
+
+
+@needs_mnist1d
+def test_resume_without_a_length_runs_to_the_runs_own_end(capsys, tmp_path):
+    folder = tmp_path / "run"
+    _train(capsys, folder, "--steps", "6", "--schedule", "cosine")
+    payload = (folder / "checkpoint.safetensors").read_bytes()
+    _train(capsys, folder, "--resume")  # not the recipe's 6,000 steps: the run's 6, done
+    assert (folder / "checkpoint.safetensors").read_bytes() == payload
+
+
+@needs_mnist1d
+@pytest.mark.parametrize(("options", "message"), [
+    (["--lr", "0.001"], r"was trained with lr=0\.005, this run asks for lr=0\.001"),
+    (["--no-shuffle", "--steps", "8"], r"was trained with shuffle=True, this run asks for "
+                                       r"shuffle=False"),
+    (["--steps", "8", "--schedule", "cosine"], r"was trained with schedule='constant'"),
+])
+def test_resume_refuses_settings_given_differently(capsys, tmp_path, options, message):
+    folder = tmp_path / "run"
+    _train(capsys, folder, "--steps", "4", "--lr", "0.005", "--shuffle")
+    payload = (folder / "checkpoint.safetensors").read_bytes()
+    assert_one_line_error(*run(capsys, "train", "--data", "mnist1d", "--model", "cnn",
+                               "--checkpoint", str(folder), "--no-progress", "--resume",
+                               *options), message)
+    assert (folder / "checkpoint.safetensors").read_bytes() == payload
+
+
 @needs_mnist1d
 def test_resume_needs_a_checkpoint_folder(capsys):
     assert_one_line_error(*run(capsys, "train", "--data", "mnist1d", "--model", "cnn",

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,15 +141,37 @@ def run_arith(args: argparse.Namespace) -> None:
 def _train_config(args: argparse.Namespace):
     from .train import default_config
 
+    settings = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
+                "lr": args.lr, "seed": args.seed, "optimizer": args.optimizer,
+                "schedule": args.schedule, "weight_decay": args.weight_decay,
+                "augment_shift": args.augment_shift, "shuffle": getattr(args, "shuffle", None)}
+    if args.resume and args.checkpoint:
+        settings = _resumed_settings(settings, Path(args.checkpoint))
     return default_config(
-        args.data, args.model, epochs=args.epochs, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer,
-        schedule=args.schedule,
-        weight_decay=args.weight_decay, augment_shift=args.augment_shift,
-        shuffle=getattr(args, "shuffle", None),
-        checkpoint_dir=args.checkpoint, resume=args.resume or None,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        threads=getattr(args, "threads", None))
+        args.data, args.model, **settings, checkpoint_dir=args.checkpoint,
+        resume=args.resume or None, checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress, threads=getattr(args, "threads", None))
+
+
+def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``settings`` with those not given on the command line (None) taken from the run
+    being resumed, its length included, so that ``--resume`` alone continues that run; a
+    setting given and different is refused by the trainer."""
+    from .train.checkpoint import load_checkpoint_metadata
+    from .train.loop import CHECKPOINT_NAME
+    from .train.recipes import RECIPE_FIELDS
+
+    path = folder / CHECKPOINT_NAME
+    if not path.is_file():
+        return settings  # nothing to resume yet: a fresh run
+    saved = load_checkpoint_metadata(path).get("config", {})
+    filled = dict(settings)
+    for name in RECIPE_FIELDS:
+        if filled.get(name) is None and name in saved:
+            filled[name] = saved[name]
+    if settings["epochs"] is None and settings["steps"] is None:
+        filled["epochs"], filled["steps"] = saved.get("epochs"), saved.get("steps")
+    return filled
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -233,14 +256,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction,
                         help="reshuffle the training set every epoch (--no-shuffle: take it "
                              "in stored order; the default depends on the recipe)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --checkpoint DIR, to the "
-                             "weights the uninterrupted run reaches; the run's settings "
-                             "(lr, batch size, seed, ...) must be the checkpoint's, and "
-                             "--epochs/--steps may extend it")
+                        help="continue the run in --checkpoint DIR to the weights it would "
+                             "have reached uninterrupted (bitwise with the same --threads); "
+                             "settings not given are the run's own, and a different lr, "
+                             "batch size, seed, ... is refused; --epochs/--steps may "
+                             "extend a run without a learning-rate schedule")
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,

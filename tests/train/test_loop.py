@@ -283,6 +283,19 @@ def test_resume_may_extend_the_run_and_change_machine_settings(tmp_path):
     _assert_bitwise_equal(_weights(reference), _weights(resumed))
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_resume_refuses_to_change_the_length_of_a_learning_rate_schedule(tmp_path, schedule):
+    # The schedule's shape depends on the run's length: a longer run is another schedule.
+    folder = tmp_path / "run"
+    _run(steps=4, schedule=schedule, checkpoint_dir=str(folder))
+    with pytest.raises(CheckpointError, match=rf"follows a {schedule} learning-rate "
+                                              rf"schedule over 4 steps, this run asks for 8"):
+        _run(steps=8, schedule=schedule, checkpoint_dir=str(folder), resume=True)
+    with pytest.raises(CheckpointError, match=r"over 4 steps, this run asks for 10"):
+        _run(steps=None, epochs=2, schedule=schedule, checkpoint_dir=str(folder),
+             resume=True)
+
+
 def test_resume_of_a_checkpoint_from_before_a_setting_existed_takes_its_default(tmp_path):
     # Checkpoints written before ``shuffle`` existed have no such key: they shuffled.
     folder = tmp_path / "old"

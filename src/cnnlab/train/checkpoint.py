@@ -61,6 +61,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
 
     Raises :class:`CheckpointError` naming the file for anything that is not one.
     """
+    return _read(path, arrays=True)
+
+
+def load_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a checkpoint written by :func:`save_checkpoint`, without its arrays."""
+    return _read(path, arrays=False)[1]
+
+
+def _read(path: str | os.PathLike[str], arrays: bool
+          ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from safetensors import safe_open
 
     source = Path(path)
@@ -69,7 +79,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     try:
         with safe_open(str(source), framework="numpy") as file:
             header = file.metadata() or {}
-            arrays = {name: file.get_tensor(name) for name in file.keys()}
+            tensors = ({name: file.get_tensor(name) for name in file.keys()} if arrays
+                       else {})
     except Exception as error:  # safetensors raises its own error types for bad headers
         raise CheckpointError(
             f"load_checkpoint: {source} is not a readable safetensors checkpoint "
@@ -82,7 +93,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     if metadata.get("schema") != SCHEMA:
         raise CheckpointError(f"load_checkpoint: {source} has schema "
                               f"{metadata.get('schema')!r}, expected {SCHEMA!r}")
-    return arrays, metadata
+    return tensors, metadata
 
 
 def split_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -228,9 +228,10 @@ class Trainer:
         return True
 
     def _check_same_recipe(self, path: Path, saved: dict[str, Any]) -> None:
-        """Refuse to resume with other :data:`RECIPE_FIELDS` than the checkpoint's: the run
-        would no longer reach the weights of the run it continues (a checkpoint written
-        before a field existed counts as having its default)."""
+        """Refuse to resume with other :data:`RECIPE_FIELDS` than the checkpoint's, or with
+        another length when the learning rate follows a schedule over the run: the run would
+        no longer reach the weights of the run it continues (a checkpoint written before a
+        field existed counts as having its default)."""
         defaults = TrainConfig(data=self.config.data, model=self.config.model)
         differing = [name for name in RECIPE_FIELDS
                      if saved.get(name, getattr(defaults, name)) != getattr(self.config, name)]
@@ -241,6 +242,14 @@ class Trainer:
             raise CheckpointError(
                 f"resume: {path} was trained with {was}, this run asks for {now}; resume "
                 f"with the run's settings, or train into another --checkpoint directory")
+        if self.config.schedule != "constant":
+            steps, epochs = saved.get("steps"), saved.get("epochs")
+            planned = steps if steps is not None else (epochs or 0) * len(self.loader)
+            if planned != self.total_steps:
+                raise CheckpointError(
+                    f"resume: {path} follows a {self.config.schedule} learning-rate schedule "
+                    f"over {planned} steps, this run asks for {self.total_steps}; a "
+                    f"schedule's length cannot change when resuming")
 
     # -- the loop -------------------------------------------------------------------------
     @property
