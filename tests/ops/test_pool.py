@@ -474,3 +474,17 @@ def test_max_pool_gradient_that_overflows_between_stages_matches_torch():
     assert expected[0, 0, 2, 0] == np.inf and expected[0, 0, 2, 3] == -np.inf
     assert np.count_nonzero(expected) == 2
     np.testing.assert_array_equal(ours.grad, expected)
+
+
+@pytest.mark.parametrize("upstream", [[0.10490011, -0.53566939, 0.36159506],
+                                      [-3e38, 3e38, 3e38]])
+def test_max_pool_overlapping_windows_add_gradients_in_torchs_order(upstream):
+    """All three windows pick x[2]; torch adds their gradients in output order, so the
+    float32 sum has its bits (and stays finite where the reverse order overflows)."""
+    x = np.array([[[0, 0, 5, 0, 0]]], np.float32)
+    g = np.array([[upstream]], np.float32)
+    ours = Tensor(x, requires_grad=True)
+    cf.max_pool1d(ours, kernel_size=3, stride=1).backward(g)
+    theirs = torch.tensor(x, requires_grad=True)
+    F.max_pool1d(theirs, kernel_size=3, stride=1).backward(torch.tensor(g))
+    assert ours.grad.tobytes() == theirs.grad.numpy().tobytes()

@@ -216,7 +216,12 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
             np.subtract(grad, views[1], out=views[0])
             grad = grad_in
             continue
-        for index, view in enumerate(views):
+        # PyTorch adds an input's gradients in output order. Tap t of output o reads input
+        # o*s + t*d, so of the outputs reaching one input the later taps are the earlier
+        # outputs: taps in reverse add them in PyTorch's order (its exact sums along one
+        # overlapping axis; over several, the stages group the sums differently).
+        taps_in_order = list(enumerate(views))
+        for index, view in taps_in_order if disjoint else reversed(taps_in_order):
             chosen = arg == index
             if finite and disjoint:
                 np.multiply(grad, chosen, out=view)
