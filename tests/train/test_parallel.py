@@ -296,7 +296,16 @@ def _blas_threads() -> list[int]:
 
 
 @pytest.mark.skipif(not P.can_limit_blas(), reason="threadpoolctl is not installed")
-def test_blas_limit_nests_and_restores_only_at_the_outermost_block():
+def test_blas_limit_nests_and_restores_only_at_the_outermost_block(monkeypatch):
+    controller = P._blas_controller()
+    calls = []
+
+    class Counting:  # the controller, counting how often the limit is set
+        def limit(self, **kwargs):
+            calls.append(kwargs)
+            return controller.limit(**kwargs)
+
+    monkeypatch.setattr(P, "_blas_controller", Counting)
     before = _blas_threads()
     with P.single_threaded_blas():
         assert set(_blas_threads()) == {1}
@@ -304,6 +313,7 @@ def test_blas_limit_nests_and_restores_only_at_the_outermost_block():
             assert set(_blas_threads()) == {1}
         assert set(_blas_threads()) == {1}  # the inner block's end keeps the outer limit
     assert _blas_threads() == before
+    assert calls == [{"limits": 1, "user_api": "blas"}]  # set once, for the outer block
     with pytest.raises(KeyError), P.single_threaded_blas():
         raise KeyError("an exception inside the block")
     assert _blas_threads() == before  # restored on the way out of an exception too
