@@ -319,23 +319,28 @@ def test_blas_limit_nests_and_restores_only_at_the_outermost_block(monkeypatch):
     assert _blas_threads() == before  # restored on the way out of an exception too
 
 
-@pytest.mark.skipif(not P.can_limit_blas() or not P.can_fork_workers(),
-                    reason="needs threadpoolctl and fork")
-def test_a_forked_child_starts_outside_the_parents_blas_blocks():
+@pytest.mark.skipif(not P.can_limit_blas() or not P.can_fork_workers()
+                    or not os.path.isdir("/proc/self/task"),
+                    reason="needs threadpoolctl, fork and /proc")
+def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_threads():
+    # Setting the limit again in the child would restart OpenBLAS's thread pool there, and
+    # its new threads spin on the cores the shards need.
     read, write = os.pipe()
     with P.single_threaded_blas():
         pid = os.fork()
-        if pid == 0:  # the child: its own limit is set and restored, not a no-op
+        if pid == 0:
             try:
                 os.close(read)
-                depth = P._BLAS_LIMIT.depth
                 with P.single_threaded_blas():
-                    inside = P._BLAS_LIMIT.depth
-                os.write(write, f"{depth} {inside}".encode())
+                    a = np.ones((256, 256), np.float32)
+                    a @ a
+                    report = (f"{P._BLAS_LIMIT.depth} {sorted(set(_blas_threads()))} "
+                              f"{len(os.listdir('/proc/self/task'))}")
+                os.write(write, report.encode())
             finally:
                 os._exit(0)
         os.close(write)
         with os.fdopen(read) as child:
             reply = child.read()
         os.waitpid(pid, 0)
-    assert reply == "0 1"
+    assert reply == "2 [1] 1"  # inside the parent's block and its own; one thread
