@@ -319,12 +319,23 @@ def test_blas_limit_nests_and_restores_only_at_the_outermost_block(monkeypatch):
     assert _blas_threads() == before  # restored on the way out of an exception too
 
 
+def _other_threads_cpu_ticks() -> int:
+    """CPU time (clock ticks) used so far by this process's threads other than the main one."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) != os.getpid():
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
 @pytest.mark.skipif(not P.can_limit_blas() or not P.can_fork_workers()
                     or not os.path.isdir("/proc/self/task"),
                     reason="needs threadpoolctl, fork and /proc")
 def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_threads():
     # Setting the limit again in the child would restart OpenBLAS's thread pool there, and
-    # its new threads spin on the cores the shards need.
+    # its new threads spin (about 0.1 s of CPU each) on the cores the shards need. Other
+    # libraries' pools restarted at a fork (scipy.fft's, say) sleep and cost nothing.
     read, write = os.pipe()
     with P.single_threaded_blas():
         pid = os.fork()
@@ -334,8 +345,9 @@ def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_thr
                 with P.single_threaded_blas():
                     a = np.ones((256, 256), np.float32)
                     a @ a
-                    report = (f"{P._BLAS_LIMIT.depth} {sorted(set(_blas_threads()))} "
-                              f"{len(os.listdir('/proc/self/task'))}")
+                    time.sleep(0.2)
+                    report = (f"{P._BLAS_LIMIT.depth}|{sorted(set(_blas_threads()))}|"
+                              f"{_other_threads_cpu_ticks()}")
                 os.write(write, report.encode())
             finally:
                 os._exit(0)
@@ -343,4 +355,6 @@ def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_thr
         with os.fdopen(read) as child:
             reply = child.read()
         os.waitpid(pid, 0)
-    assert reply == "2 [1] 1"  # inside the parent's block and its own; one thread
+    depth, threads, ticks = reply.split("|")
+    assert (depth, threads) == ("2", "[1]")  # inside the parent's block and its own
+    assert int(ticks) <= 2, f"other threads of the child used {ticks} ticks of CPU"

@@ -60,17 +60,23 @@ def coupled_layers(model: nn.Module) -> list[str]:
 
 
 @cache
-def _blas_controller() -> Any:
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
 def can_limit_blas() -> bool:
     """Whether BLAS's thread count can be set at run time (threadpoolctl is installed)."""
-    return _blas_controller() is not None
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _blas_controller() -> Any:
+    """The thread pools of the libraries loaded now (about 2 ms to find: one per
+    outermost block, so that a BLAS loaded after an earlier block is limited too)."""
+    if not can_limit_blas():
+        return None
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 class _BlasLimit:
@@ -99,14 +105,13 @@ if hasattr(os, "register_at_fork"):
 def single_threaded_blas() -> Iterator[None]:
     """Inside this block every loaded BLAS runs one thread per call (re-entrant, and
     shared by the threads of the process, as the limit itself is)."""
-    controller = _blas_controller()
-    if controller is None:
+    if not can_limit_blas():
         yield
         return
     state = _BLAS_LIMIT
     with state.lock:
         if state.depth == 0:
-            state.limiter = controller.limit(limits=1, user_api="blas")
+            state.limiter = _blas_controller().limit(limits=1, user_api="blas")
         state.depth += 1
     try:
         yield
