@@ -319,6 +319,33 @@ def test_blas_limit_nests_and_restores_only_at_the_outermost_block(monkeypatch):
     assert _blas_threads() == before  # restored on the way out of an exception too
 
 
+@pytest.mark.skipif(not P.can_limit_blas(), reason="threadpoolctl is not installed")
+def test_blas_limit_works_from_any_thread_and_is_restored_by_the_last_one_out():
+    import threading
+
+    before = _blas_threads()
+    with P.single_threaded_blas():  # the main thread first
+        pass
+    seen, inside, leave = [], threading.Event(), threading.Event()
+
+    def block():
+        with P.single_threaded_blas():
+            seen.append(set(_blas_threads()))
+            inside.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=block)
+    worker.start()
+    inside.wait(10)
+    assert seen == [{1}]  # a later block in another thread limits BLAS too
+    with P.single_threaded_blas():
+        pass  # the main thread enters and leaves while the worker is inside
+    assert set(_blas_threads()) == {1}
+    leave.set()
+    worker.join()
+    assert _blas_threads() == before  # the worker, last out, restored it
+
+
 def _other_threads_cpu_ticks() -> int:
     """CPU time (clock ticks) used so far by this process's threads other than the main one."""
     total = 0
@@ -332,12 +359,18 @@ def _other_threads_cpu_ticks() -> int:
 @pytest.mark.skipif(not P.can_limit_blas() or not P.can_fork_workers()
                     or not os.path.isdir("/proc/self/task"),
                     reason="needs threadpoolctl, fork and /proc")
-def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_threads():
+def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_threads(
+        monkeypatch):
     # Setting the limit again in the child would restart OpenBLAS's thread pool there, and
     # its new threads spin (about 0.1 s of CPU each) on the cores the shards need. Other
     # libraries' pools restarted at a fork (scipy.fft's, say) sleep and cost nothing.
     read, write = os.pipe()
+
+    def no_controller():
+        raise AssertionError("the child looked up the BLAS libraries to limit them again")
+
     with P.single_threaded_blas():
+        monkeypatch.setattr(P, "_blas_controller", no_controller)
         pid = os.fork()
         if pid == 0:
             try:
@@ -349,12 +382,15 @@ def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_thr
                     report = (f"{P._BLAS_LIMIT.depth}|{sorted(set(_blas_threads()))}|"
                               f"{_other_threads_cpu_ticks()}")
                 os.write(write, report.encode())
+            except BaseException as error:
+                os.write(write, repr(error).encode())
             finally:
                 os._exit(0)
         os.close(write)
         with os.fdopen(read) as child:
             reply = child.read()
         os.waitpid(pid, 0)
+    assert reply.count("|") == 2, reply
     depth, threads, ticks = reply.split("|")
     assert (depth, threads) == ("2", "[1]")  # inside the parent's block and its own
     assert int(ticks) <= 2, f"other threads of the child used {ticks} ticks of CPU"

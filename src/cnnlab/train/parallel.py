@@ -111,7 +111,9 @@ def single_threaded_blas() -> Iterator[None]:
     state = _BLAS_LIMIT
     with state.lock:
         if state.depth == 0:
+            _release_blas_control()
             state.limiter = _blas_controller().limit(limits=1, user_api="blas")
+            _release_blas_control()
         state.depth += 1
     try:
         yield
@@ -119,8 +121,22 @@ def single_threaded_blas() -> Iterator[None]:
         with state.lock:
             state.depth -= 1
             if state.depth == 0:
+                _release_blas_control()
                 state.limiter.restore_original_limits()
+                _release_blas_control()
                 state.limiter = None
+
+
+def _release_blas_control() -> None:
+    """Let any thread set OpenBLAS's thread count next. threadpoolctl (3.7+) lets only the
+    thread that set it last change it again, until released, and ignores the others; the
+    limit here is the process's, entered and left by whichever thread comes first and
+    last, so it never keeps that ownership."""
+    from threadpoolctl import OpenBLASController
+
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 def resolve_threads(requested: int, model: nn.Module, batch_size: int,
