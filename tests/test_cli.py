@@ -266,6 +266,47 @@ def test_resume_alone_continues_the_run_with_its_own_settings(capsys, tmp_path):
 
 
 @needs_mnist1d
+def test_resume_alone_keeps_the_runs_shard_count(capsys, tmp_path):
+    # The shard count sets the gradient sums' rounding: the run's own, not the default.
+    settings = ("--threads", "2", "--batch-size", "200", "--checkpoint-every", "2")
+    reference = _train(capsys, tmp_path / "whole", "--steps", "6", *settings)
+    _train(capsys, tmp_path / "split", "--steps", "3", *settings)
+    resumed = _train(capsys, tmp_path / "split", "--steps", "6", "--resume")
+    for name in reference:
+        assert resumed[name].tobytes() == reference[name].tobytes(), name
+    _, metadata = load_checkpoint(tmp_path / "split" / "checkpoint.safetensors")
+    assert metadata["config"]["threads"] == 2 and metadata["config"]["checkpoint_every"] == 2
+
+
+@needs_mnist1d
+def test_resume_alone_of_a_checkpoint_from_before_shuffle_existed(capsys, tmp_path):
+    # Such runs shuffled (the default then), though the MNIST-1D recipe now does not.
+    reference = _train(capsys, tmp_path / "whole", "--steps", "6", "--shuffle")
+    folder = tmp_path / "old"
+    _train(capsys, folder, "--steps", "3", "--shuffle")
+    path = folder / "checkpoint.safetensors"
+    arrays, metadata = load_checkpoint(path)
+    del metadata["config"]["shuffle"]
+    save_checkpoint(path, arrays, metadata)
+    resumed = _train(capsys, folder, "--steps", "6", "--resume")
+    for name in reference:
+        assert resumed[name].tobytes() == reference[name].tobytes(), name
+
+
+@needs_mnist1d
+def test_a_checkpoint_with_malformed_metadata_is_refused_in_one_line(capsys, workspace):
+    path = workspace["folder"] / "checkpoint.safetensors"
+    arrays, metadata = load_checkpoint(path)
+    save_checkpoint(path, arrays, {**metadata, "config": ["not", "an", "object"]})
+    workspace["bytes"][path] = path.read_bytes()
+    assert_one_line_error(*run(capsys, "train", "--data", "mnist1d", "--model", "cnn",
+                               "--checkpoint", str(workspace["folder"]), "--resume",
+                               "--no-progress"),
+                          r"checkpoint\.safetensors has a malformed cnnlab metadata record")
+    assert_untouched(workspace)
+
+
+@needs_mnist1d
 def test_resume_without_a_length_runs_to_the_runs_own_end(capsys, tmp_path):
     folder = tmp_path / "run"
     _train(capsys, folder, "--steps", "6", "--schedule", "cosine")

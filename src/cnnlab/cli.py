@@ -144,31 +144,36 @@ def _train_config(args: argparse.Namespace):
     settings = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
                 "lr": args.lr, "seed": args.seed, "optimizer": args.optimizer,
                 "schedule": args.schedule, "weight_decay": args.weight_decay,
-                "augment_shift": args.augment_shift, "shuffle": getattr(args, "shuffle", None)}
+                "augment_shift": args.augment_shift, "shuffle": getattr(args, "shuffle", None),
+                "checkpoint_every": args.checkpoint_every,
+                "threads": getattr(args, "threads", None)}
     if args.resume and args.checkpoint:
         settings = _resumed_settings(settings, Path(args.checkpoint))
     return default_config(
         args.data, args.model, **settings, checkpoint_dir=args.checkpoint,
-        resume=args.resume or None, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress, threads=getattr(args, "threads", None))
+        resume=args.resume or None, progress=not args.no_progress)
 
 
 def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``settings`` with those not given on the command line (None) taken from the run
-    being resumed, its length included, so that ``--resume`` alone continues that run; a
-    setting given and different is refused by the trainer."""
+    being resumed, its length, shard count and checkpoint interval included, so that
+    ``--resume`` alone continues that run exactly; a setting given and different is refused
+    by the trainer. A checkpoint written before a setting existed ran with its default."""
+    from dataclasses import fields
+
     from .train.checkpoint import load_checkpoint_metadata
     from .train.loop import CHECKPOINT_NAME
-    from .train.recipes import RECIPE_FIELDS
+    from .train.recipes import RECIPE_FIELDS, TrainConfig
 
     path = folder / CHECKPOINT_NAME
     if not path.is_file():
         return settings  # nothing to resume yet: a fresh run
     saved = load_checkpoint_metadata(path).get("config", {})
+    defaults = {field.name: field.default for field in fields(TrainConfig)}
     filled = dict(settings)
-    for name in RECIPE_FIELDS:
-        if filled.get(name) is None and name in saved:
-            filled[name] = saved[name]
+    for name in (*RECIPE_FIELDS, "threads", "checkpoint_every"):
+        if filled.get(name) is None:
+            filled[name] = saved.get(name, defaults[name])
     if settings["epochs"] is None and settings["steps"] is None:
         filled["epochs"], filled["steps"] = saved.get("epochs"), saved.get("steps")
     return filled
@@ -261,10 +266,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --checkpoint DIR to the weights it would "
-                             "have reached uninterrupted (bitwise with the same --threads); "
-                             "settings not given are the run's own, and a different lr, "
-                             "batch size, seed, ... is refused; --epochs/--steps may "
-                             "extend a run without a learning-rate schedule")
+                             "have reached uninterrupted (a fresh run if DIR holds no "
+                             "checkpoint yet); settings not given are the run's own, a "
+                             "different lr, batch size, seed, ... is refused, and "
+                             "--epochs/--steps may extend a run without a learning-rate "
+                             "schedule")
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,

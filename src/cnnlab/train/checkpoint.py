@@ -90,6 +90,9 @@ def _read(path: str | os.PathLike[str], arrays: bool
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(
             f"load_checkpoint: {source} has no cnnlab metadata record") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("config", {}), dict):
+        raise CheckpointError(f"load_checkpoint: {source} has a malformed cnnlab metadata "
+                              f"record (expected a JSON object with a 'config' object)")
     if metadata.get("schema") != SCHEMA:
         raise CheckpointError(f"load_checkpoint: {source} has schema "
                               f"{metadata.get('schema')!r}, expected {SCHEMA!r}")
