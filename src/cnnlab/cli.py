@@ -159,21 +159,18 @@ def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     being resumed, its length, shard count and checkpoint interval included, so that
     ``--resume`` alone continues that run exactly; a setting given and different is refused
     by the trainer. A checkpoint written before a setting existed ran with its default."""
-    from dataclasses import fields
-
     from .train.checkpoint import load_checkpoint_metadata
     from .train.loop import CHECKPOINT_NAME
-    from .train.recipes import RECIPE_FIELDS, TrainConfig
+    from .train.recipes import RECIPE_FIELDS, saved_setting
 
     path = folder / CHECKPOINT_NAME
     if not path.is_file():
         return settings  # nothing to resume yet: a fresh run
     saved = load_checkpoint_metadata(path).get("config", {})
-    defaults = {field.name: field.default for field in fields(TrainConfig)}
     filled = dict(settings)
     for name in (*RECIPE_FIELDS, "threads", "checkpoint_every"):
         if filled.get(name) is None:
-            filled[name] = saved.get(name, defaults[name])
+            filled[name] = saved_setting(saved, name)
     if settings["epochs"] is None and settings["steps"] is None:
         filled["epochs"], filled["steps"] = saved.get("epochs"), saved.get("steps")
     return filled

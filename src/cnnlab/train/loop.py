@@ -45,7 +45,7 @@ from .parallel import (
     single_threaded_blas,
     sum_shards,
 )
-from .recipes import RECIPE_FIELDS, TrainConfig
+from .recipes import RECIPE_FIELDS, TrainConfig, saved_setting
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -232,12 +232,10 @@ class Trainer:
         another length when the learning rate follows a schedule over the run: the run would
         no longer reach the weights of the run it continues (a checkpoint written before a
         field existed counts as having its default)."""
-        defaults = TrainConfig(data=self.config.data, model=self.config.model)
         differing = [name for name in RECIPE_FIELDS
-                     if saved.get(name, getattr(defaults, name)) != getattr(self.config, name)]
+                     if saved_setting(saved, name) != getattr(self.config, name)]
         if differing:
-            was = ", ".join(f"{name}={saved.get(name, getattr(defaults, name))!r}"
-                            for name in differing)
+            was = ", ".join(f"{name}={saved_setting(saved, name)!r}" for name in differing)
             now = ", ".join(f"{name}={getattr(self.config, name)!r}" for name in differing)
             raise CheckpointError(
                 f"resume: {path} was trained with {was}, this run asks for {now}; resume "

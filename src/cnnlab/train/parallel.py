@@ -80,9 +80,9 @@ def _blas_controller() -> Any:
 
 
 class _BlasLimit:
-    """The process's one-thread BLAS limit and how many blocks are inside it. Setting and
-    restoring the limit costs about 40 us each (threadpoolctl asks every BLAS library);
-    blocks nested inside another (a shard runner inside ``Trainer.run``) only count."""
+    """The process's one-thread BLAS limit and how many blocks are inside it. The outermost
+    block finds the loaded BLAS libraries and sets and restores their limit (about 2 ms);
+    blocks nested inside it (a shard runner inside ``Trainer.run``) only count."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -132,9 +132,10 @@ def _release_blas_control() -> None:
     thread that set it last change it again, until released, and ignores the others; the
     limit here is the process's, entered and left by whichever thread comes first and
     last, so it never keeps that ownership."""
-    from threadpoolctl import OpenBLASController
+    import threadpoolctl
 
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                    "clear_controlling_thread", None)
     if clear is not None:
         clear(force=True)
 

@@ -6,7 +6,7 @@ standard CNN and fills the rest from :data:`RECIPES` (each recipe cites its sour
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 # The standard CNN of each dataset (what ``--model cnn`` means).
@@ -83,6 +83,14 @@ class TrainConfig:
 # of the gradient sums.
 RECIPE_FIELDS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed",
                  "augment_shift", "shuffle")
+
+
+def saved_setting(saved: dict[str, Any], name: str) -> Any:
+    """Setting ``name`` of a checkpoint's saved config; a checkpoint written before the
+    setting existed ran with its default."""
+    if name in saved:
+        return saved[name]
+    return next(field.default for field in fields(TrainConfig) if field.name == name)
 
 
 def _fail(message: str) -> bool:
