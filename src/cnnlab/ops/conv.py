@@ -412,9 +412,10 @@ def _new_columns(geo: ConvGeometry, dtype: np.dtype) -> np.ndarray:
     return np.empty((*_column_rows(geo), *geo.positions(geo.out_spatial)), dtype)
 
 
-# A weight-gradient product with fewer than this many outputs (K*C_in/g by C_out/g) is
-# split into blocks along its long inner dimension: OpenBLAS runs (25 x L) @ (L x 6) at
-# a third of the speed of 32 blocks of it (LeNet's first layer, benchmarks/bench_conv.py).
+# A batch-minor weight-gradient product with fewer than this many outputs (K*C_in/g by
+# C_out/g) is split into blocks along its long inner dimension: OpenBLAS ran (25 x L) @
+# (L x 6) at a third of the speed of 32 blocks of it (measured on LeNet's first layer when
+# its columns were batch-minor; it now multiplies image by image, see _Chunk).
 SMALL_WEIGHT_GRAD = 1024
 
 

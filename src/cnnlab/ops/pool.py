@@ -212,6 +212,7 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
         views = _axis_taps(grad_in, axis, spec)
         if finite and disjoint and k == 2:
             # Tap 1 takes grad * chosen, tap 0 the rest: grad - that is grad or exactly 0.
+            # (_axis_max keeps a 2-tap choice as the int8 view of a bool array.)
             np.multiply(grad, arg.view(np.bool_), out=views[1])
             np.subtract(grad, views[1], out=views[0])
             grad = grad_in

@@ -26,6 +26,7 @@ from ..autograd import Tensor, grad, no_grad
 from ..data import ArrayDataset, DataLoader, load_dataset
 from ..data.transforms import RandomTranslate
 from ..models import MODELS, build_model
+from ..ops._args import prod
 from ..optim import SGD, Adam, AdamW
 from ..optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 from .checkpoint import (
@@ -170,7 +171,7 @@ class Trainer:
         self.optimizer = _make_optimizer(config, self.model)
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
         self.threads = resolve_threads(config.threads, self.model, config.batch_size,
-                                       int(np.prod(self.input_shape)))
+                                       prod(self.input_shape))
         self._shards: ProcessShards | ThreadShards | None = None
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -241,8 +242,7 @@ class Trainer:
                 f"resume: {path} was trained with {was}, this run asks for {now}; resume "
                 f"with the run's settings, or train into another --checkpoint directory")
         if self.config.schedule != "constant":
-            steps, epochs = saved.get("steps"), saved.get("epochs")
-            planned = steps if steps is not None else (epochs or 0) * len(self.loader)
+            planned = self._steps_of(saved.get("steps"), saved.get("epochs") or 0)
             if planned != self.total_steps:
                 raise CheckpointError(
                     f"resume: {path} follows a {self.config.schedule} learning-rate schedule "
@@ -252,9 +252,11 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
-        if self.config.steps is not None:
-            return self.config.steps
-        return self.config.epochs * len(self.loader)
+        return self._steps_of(self.config.steps, self.config.epochs)
+
+    def _steps_of(self, steps: int | None, epochs: int | None) -> int:
+        """A run's length in optimizer steps, from its ``steps`` or else its ``epochs``."""
+        return steps if steps is not None else epochs * len(self.loader)
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]  # frozen: skipped

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor
+from ..ops._args import prod
 
 # A shard smaller than this many input values costs more in per-op Python overhead than a
 # second core wins back: MNIST-1D's CNN (100 sequences of 40) trains faster unsharded,
@@ -72,8 +73,6 @@ def can_limit_blas() -> bool:
 def _blas_controller() -> Any:
     """The thread pools of the libraries loaded now (about 2 ms to find: one per
     outermost block, so that a BLAS loaded after an earlier block is limited too)."""
-    if not can_limit_blas():
-        return None
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -289,9 +288,9 @@ class ProcessShards:
                           self._grads[index], self._x[index], self._y[index], self._spin))
                 with warnings.catch_warnings():
                     # Python >= 3.12 warns on fork() while other threads exist (OpenBLAS's
-                    # idle workers, tqdm's monitor). OpenBLAS re-creates its pool in the
-                    # child (pthread_atfork); the child runs nothing but NumPy on its own
-                    # copies and never touches tqdm.
+                    # idle workers, tqdm's monitor). OpenBLAS shuts its pool down before a
+                    # fork and the child keeps the one-thread limit (see _BLAS_LIMIT); the
+                    # child runs nothing but NumPy on its own copies and never touches tqdm.
                     warnings.simplefilter("ignore", DeprecationWarning)
                     process.start()
                 theirs.close()
@@ -451,8 +450,7 @@ def _shared_arrays(specs: list[tuple[tuple[int, ...], np.dtype]]) -> list[np.nda
     for shape, dtype in specs:
         end = -(-end // 64) * 64
         offsets.append(end)
-        end += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        end += prod(shape) * np.dtype(dtype).itemsize
     buffer = mmap.mmap(-1, max(end, 1))
-    return [np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)),
-                          offset=offset).reshape(shape)
+    return [np.frombuffer(buffer, dtype=dtype, count=prod(shape), offset=offset).reshape(shape)
             for (shape, dtype), offset in zip(specs, offsets)]
