@@ -27,7 +27,14 @@ from .ops._args import (
     prod,
     to_tuple,
 )
-from .ops.conv import all_finite
+from .ops.conv import all_finite, conv_geometry
+from .ops.conv_pool import (
+    phased_view,
+    pooled_bias_grad,
+    pooled_weight,
+    pooled_weight_grad,
+    unpooled_gradient,
+)
 from .ops.convolution import (
     ConvSpec,
     conv_nd,
@@ -35,7 +42,7 @@ from .ops.convolution import (
     conv_transpose_nd,
     conv_transpose_nd_backward,
 )
-from .ops.dispatch import ALGORITHMS
+from .ops.dispatch import ALGORITHMS, choose_conv_method
 from .ops.pad import check_pad_fits, pad_backward, pad_forward
 from .ops.pool import (
     PoolSpec,
@@ -47,6 +54,8 @@ from .ops.pool import (
     binomial_filter,
     lp_pool_nd,
     lp_pool_nd_backward,
+    max_over_phases,
+    max_over_phases_backward,
     max_pool_nd,
     max_pool_nd_backward,
     max_pool_taps,
@@ -278,6 +287,85 @@ def conv3d(x: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None =
 
 # ---------------------------------------------------------------------------------------
 # Transposed convolution (the adjoint of the convolution).
+
+
+def conv_max_pool(x: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
+                  padding: IntOrTuple | Sequence[Sequence[int]] | str = 0, groups: int = 1,
+                  pool_size: IntOrTuple = 2) -> ArrayOrTensor:
+    """``max_pool(conv(x, weight, bias, padding=padding, groups=groups), pool_size)`` as one
+    strided convolution (:mod:`cnnlab.ops.conv_pool`); :class:`cnnlab.nn.Sequential` runs a
+    convolution layer followed by such a max pooling layer with it.
+
+    The convolution has stride 1 and no dilation; the pooling window is ``pool_size`` with
+    the same stride, no padding, floor mode. Results agree with the two ops' up to float
+    rounding (BLAS may sum in another order; gradients are summed by pooling phase), ties
+    and NaN go as in PyTorch's window scan, and inputs with NaN or inf take the two ops.
+
+    Parameters
+    ----------
+    x : (N, C_in, *spatial) or (C_in, *spatial)
+    weight : (C_out, C_in/groups, *kernel)
+    bias : (C_out,) or None
+    padding, groups : as :func:`conv`
+    pool_size : int or one int per spatial dimension (>= 1)
+
+    Returns
+    -------
+    (N, C_out, *(conv_out // pool_size)), ``conv_out`` the stride-1 convolution's size.
+
+    >>> conv_max_pool(np.arange(8.0).reshape(1, 1, 8), np.ones((1, 1, 3))).tolist()
+    [[[6.0, 12.0, 18.0]]]
+    """
+    return _conv_max_pool(x, weight, bias, padding, groups, pool_size, None,
+                          ("conv_max_pool", "conv_max_pool"))
+
+
+def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, pool_size: Any,
+                   spatial_dims: int | None, fns: tuple[str, str]) -> ArrayOrTensor:
+    """:func:`conv_max_pool`; ``fns``: the (convolution, pooling) names errors report."""
+    fn, pool_fn = fns
+    arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
+    x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
+    if spatial_dims is None:
+        spatial_dims = w_arr.ndim - 2
+        if spatial_dims < 1:
+            raise ValueError(f"{fn}: weight must be at least 3-D, got shape {w_arr.shape}")
+    x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
+    _conv_checks(x_arr, w_arr, b_arr, groups, spatial_dims, fn)
+    ones = (1,) * spatial_dims
+    pads = conv_padding(padding, x_arr.shape[2:], w_arr.shape[2:], ones, ones, fn)
+    pool = to_tuple(pool_size, spatial_dims, "pool_size", pool_fn)
+    geo = conv_geometry(x_arr.shape, w_arr.shape, ones, pads, ones, int(groups))
+    if (x_arr.shape[0] == 0 or min(geo.out_spatial, default=0) < 1
+            or choose_conv_method(geo, x_arr.itemsize) != "gemm"
+            or any(o < s for o, s in zip(geo.out_spatial, pool))
+            or not (all_finite(x_arr) and all_finite(w_arr) and all_finite(b_arr))):
+        # The two ops: their own errors, FFT when it is faster, exact NaN/inf semantics.
+        y = _conv(x, weight, bias, 1, padding, 1, groups, "zeros", "auto", spatial_dims, fn)
+        return _max_pool(y, pool, pool, 0, 1, False, False, spatial_dims, pool_fn)
+    w_big, b_big = pooled_weight(w_arr, b_arr, pool, int(groups))
+    spec = ConvSpec(pool, pads, ones, int(groups), "zeros", "gemm",
+                    "batch" if geo.batch_inner else "image")  # the stride-1 conv's layout
+    saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
+    y = conv_nd(x_arr, w_big, b_big, spec, saved)
+    phased = phased_view(y, int(groups), pool)
+    out, taps = max_over_phases(phased, spatial_dims)
+
+    def vjp(g: np.ndarray) -> tuple[Any, ...]:
+        g_phased = max_over_phases_backward(g, taps, phased.shape)
+        if all_finite(g):
+            gx, gw, gb = conv_nd_backward(x_arr, w_big, g_phased.reshape(y.shape), spec,
+                                          _needs(x), _needs(weight), _needs(bias), saved)
+            gw = None if gw is None else pooled_weight_grad(gw, w_arr.shape, pool, int(groups))
+            gb = None if gb is None else pooled_bias_grad(gb, int(groups), pool)
+        else:  # inf * W''s zeros would be NaN: the stride-1 convolution's own VJP
+            g_conv = unpooled_gradient(g_phased, pool, geo.out_spatial)
+            gx, gw, gb = conv_nd_backward(x_arr, w_arr, g_conv, ConvSpec(ones, pads, ones,
+                                                                         int(groups)),
+                                          _needs(x), _needs(weight), _needs(bias))
+        return (gx, gw, gb) if bias is not None else (gx, gw)
+
+    return _wrap(out, [x, weight, bias], vjp, unbatched)
 
 
 def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,

@@ -151,10 +151,13 @@ def conv_geometry(
     padding: PadPairs,
     dilation: tuple[int, ...],
     groups: int,
+    layout: str = "auto",
 ) -> ConvGeometry:
     """Geometry of ``conv(x: (N, C_in, *spatial), w: (C_out, C_in/groups, *kernel))``.
 
-    Cached: a training loop asks for the same few geometries at every step.
+    ``layout``: the column order, ``"auto"`` (by output row length, see :data:`LONG_ROW`),
+    ``"image"`` (image-major) or ``"batch"`` (batch-minor). Cached: a training loop asks
+    for the same few geometries at every step.
     """
     in_spatial, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, padding))
@@ -170,6 +173,8 @@ def conv_geometry(
     image_bytes = prod(out_spatial) * len(tap_phase) * x_shape[1] // groups * 4
     batch_inner = bool(out_spatial) and (out_spatial[-1] < LONG_ROW
                                          or image_bytes > COLS_BUDGET_BYTES)
+    if layout != "auto" and out_spatial:
+        batch_inner = layout == "batch"
     single_phase = len(phase_ids) == 1
     return ConvGeometry(
         batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,

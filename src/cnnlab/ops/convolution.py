@@ -29,6 +29,7 @@ class ConvSpec:
     groups: int
     padding_mode: str = "zeros"
     algorithm: str = "auto"
+    layout: str = "auto"  # GEMM column order: "auto", "image" or "batch" (conv_geometry)
 
 
 def bias_grad(gy: np.ndarray) -> np.ndarray:
@@ -47,7 +48,8 @@ def _prepare(x: np.ndarray, w_shape: tuple[int, ...], spec: ConvSpec
         padding = ((0, 0),) * len(spec.padding)
     else:
         padding = spec.padding
-    geo = conv_geometry(x.shape, w_shape, spec.stride, padding, spec.dilation, spec.groups)
+    geo = conv_geometry(x.shape, w_shape, spec.stride, padding, spec.dilation, spec.groups,
+                        spec.layout)
     return x, geo
 
 
