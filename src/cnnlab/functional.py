@@ -217,9 +217,10 @@ def conv(
                  None, "conv")
 
 
-def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
-          groups: int, padding_mode: str, algorithm: str, spatial_dims: int | None, fn: str
-          ) -> ArrayOrTensor:
+def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: int | None,
+                   fn: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, bool]:
+    """A convolution's checked arrays: (x batched, w, b, spatial_dims, whether x was
+    unbatched); ``spatial_dims`` None takes it from the weight."""
     arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
     x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
     if spatial_dims is None:
@@ -228,6 +229,14 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
             raise ValueError(f"{fn}: weight must be at least 3-D, got shape {w_arr.shape}")
     x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
     _conv_checks(x_arr, w_arr, b_arr, groups, spatial_dims, fn)
+    return x_arr, w_arr, b_arr, spatial_dims, unbatched
+
+
+def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+          groups: int, padding_mode: str, algorithm: str, spatial_dims: int | None, fn: str
+          ) -> ArrayOrTensor:
+    x_arr, w_arr, b_arr, spatial_dims, unbatched = _conv_operands(x, weight, bias, groups,
+                                                                   spatial_dims, fn)
     _check_choice(padding_mode, PADDING_MODES, "padding_mode", fn)
     _check_choice(algorithm, ALGORITHMS, "algorithm", fn)
     kernel = w_arr.shape[2:]
@@ -324,14 +333,8 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
                    spatial_dims: int | None, fns: tuple[str, str]) -> ArrayOrTensor:
     """:func:`conv_max_pool`; ``fns``: the (convolution, pooling) names errors report."""
     fn, pool_fn = fns
-    arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
-    x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
-    if spatial_dims is None:
-        spatial_dims = w_arr.ndim - 2
-        if spatial_dims < 1:
-            raise ValueError(f"{fn}: weight must be at least 3-D, got shape {w_arr.shape}")
-    x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
-    _conv_checks(x_arr, w_arr, b_arr, groups, spatial_dims, fn)
+    x_arr, w_arr, b_arr, spatial_dims, unbatched = _conv_operands(x, weight, bias, groups,
+                                                                   spatial_dims, fn)
     ones = (1,) * spatial_dims
     pads = conv_padding(padding, x_arr.shape[2:], w_arr.shape[2:], ones, ones, fn)
     pool = to_tuple(pool_size, spatial_dims, "pool_size", pool_fn)
