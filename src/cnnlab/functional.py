@@ -84,8 +84,13 @@ def _data(value: Any) -> np.ndarray | None:
     return value.data if isinstance(value, Tensor) else np.asarray(value)
 
 
-def _float_arrays(fn: str, **arrays: Any) -> dict[str, np.ndarray]:
-    """Check the named arrays share one float dtype (ints, alone, become float64)."""
+def _float_arrays(fn: str, required: tuple[str, ...] = ("input",), **arrays: Any
+                  ) -> dict[str, np.ndarray]:
+    """Check the named arrays share one float dtype (ints, alone, become float64). Those
+    not ``required`` may be None (and are then left out)."""
+    for name in required:
+        if arrays.get(name) is None:
+            raise TypeError(f"{fn}: {name} must be an array or Tensor, got None")
     out = {name: _data(a) for name, a in arrays.items() if a is not None}
     kinds = {a.dtype for a in out.values()}
     if all(a.dtype.kind in "iub" for a in out.values()):
@@ -221,7 +226,7 @@ def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: in
                    fn: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, bool]:
     """A convolution's checked arrays: (x batched, w, b, spatial_dims, whether x was
     unbatched); ``spatial_dims`` None takes it from the weight."""
-    arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
+    arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
     x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
     if spatial_dims is None:
         spatial_dims = w_arr.ndim - 2
@@ -374,7 +379,7 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
 def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
                     output_padding: Any, groups: int, dilation: Any, spatial_dims: int,
                     algorithm: str, fn: str) -> ArrayOrTensor:
-    arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
+    arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
     x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
     x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
     if w_arr.ndim != spatial_dims + 2:
@@ -1452,7 +1457,7 @@ def mse_loss(input: ArrayOrTensor, target: ArrayOrTensor, *, reduction: str = "m
     """
     fn = "mse_loss"
     _check_choice(reduction, REDUCTIONS, "reduction", fn)
-    arrays = _float_arrays(fn, input=input, target=target)
+    arrays = _float_arrays(fn, ("input", "target"), input=input, target=target)
     x_arr, t_arr = arrays["input"], arrays["target"]
     _same_shape(x_arr, t_arr, fn)
     diff = x_arr - t_arr
@@ -1505,7 +1510,7 @@ def binary_cross_entropy_with_logits(
     """
     fn = "binary_cross_entropy_with_logits"
     _check_choice(reduction, REDUCTIONS, "reduction", fn)
-    arrays = _float_arrays(fn, input=input, target=target)
+    arrays = _float_arrays(fn, ("input", "target"), input=input, target=target)
     x_arr, t_arr = arrays["input"], arrays["target"]
     w_arr = _constant(weight, x_arr.dtype, "weight", fn)
     p_arr = _constant(pos_weight, x_arr.dtype, "pos_weight", fn)
@@ -1763,7 +1768,7 @@ def linear(x: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None =
     (2, 4)
     """
     fn = "linear"
-    arrays = _float_arrays(fn, input=x, weight=weight, bias=bias)
+    arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
     x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
     if w_arr.ndim != 2:
         raise ValueError(f"{fn}: weight must be 2-D (out_features, in_features), got shape "
