@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
+from math import gcd
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -91,8 +92,10 @@ class ConvGeometry:
     tap reads; ``tap_phase``/``tap_shift``: for each kernel tap (C-order over the kernel
     axes) its phase index and its shift along each grid axis; ``batch_inner``: positions
     are stored ``(*spatial, n)`` rather than ``(n, *spatial)`` (see the module docstring);
-    ``tap_step``: with a single phase, tap ``t`` shifts by ``t * tap_step`` along each axis,
-    so all taps are one strided view of the grid (else ``None``).
+    ``tap_groups``: per phase, the taps that read it, which form a regular grid of taps
+    (every ``s/gcd(s, d)``-th along each axis) reading a regular grid of shifts, so each
+    group is one strided view of its phase: (flat index of its first tap, per axis its tap
+    range as (start, stop, step), per axis its shift step).
     """
 
     batch: int
@@ -110,7 +113,7 @@ class ConvGeometry:
     tap_phase: tuple[int, ...]
     tap_shift: tuple[tuple[int, ...], ...]
     batch_inner: bool
-    tap_step: tuple[int, ...] | None
+    tap_groups: tuple[tuple[int, tuple[tuple[int, int, int], ...], tuple[int, ...]], ...]
 
     @property
     def columns(self) -> int:
@@ -175,18 +178,34 @@ def conv_geometry(
                                          or image_bytes > COLS_BUDGET_BYTES)
     if layout != "auto" and out_spatial:
         batch_inner = layout == "batch"
-    single_phase = len(phase_ids) == 1
     return ConvGeometry(
         batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,
         in_spatial=in_spatial, kernel=kernel, stride=stride, dilation=dilation,
         padding=padding, out_spatial=out_spatial, grid=grid, phases=tuple(phase_ids),
         tap_phase=tuple(tap_phase), tap_shift=tuple(tap_shift), batch_inner=batch_inner,
-        tap_step=tuple(d // s for d, s in zip(dilation, stride)) if single_phase else None,
+        tap_groups=tuple(_tap_group(phase, kernel, stride, dilation) for phase in phase_ids),
     )
 
 
+def _tap_group(phase: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+               dilation: tuple[int, ...]
+               ) -> tuple[int, tuple[tuple[int, int, int], ...], tuple[int, ...]]:
+    """The taps reading stride ``phase`` (see :attr:`ConvGeometry.tap_groups`)."""
+    ranges, shifts = [], []
+    for q, k, s, d in zip(phase, kernel, stride, dilation):
+        taps = [t for t in range(k) if t * d % s == q]
+        step = s // gcd(s, d)
+        assert taps == list(range(taps[0], k, step))  # an arithmetic progression
+        ranges.append((taps[0], k, step))
+        shifts.append(step * d // s)
+    first = int(np.ravel_multi_index(tuple(r[0] for r in ranges), kernel))
+    return first, tuple(ranges), tuple(shifts)
+
+
+@lru_cache(maxsize=512)
 def _phase_slices(geo: ConvGeometry, phase: tuple[int, ...]):
-    """For one stride phase: (grid slices, input slices) of the input samples it holds."""
+    """For one stride phase: (grid slices, input slices) of the input samples it holds
+    (cached: every step asks for the same few)."""
     grid_index, input_index = [], []
     for n, (lo, _), s, r, g in zip(geo.in_spatial, geo.padding, geo.stride, phase, geo.grid):
         # padded position u = g*s + r holds input position u - lo when 0 <= u - lo < n
@@ -457,22 +476,20 @@ def _block_count(units: int, length: int) -> int:
 def _fill_cols(chunk: _Chunk, grid: np.ndarray) -> None:
     """chunk.cols (g, K, C/g, *positions) <- each tap's window of the logical ``grid``.
 
-    One strided copy of all taps at once when the geometry has a single phase (stride 1,
-    or a dilation the stride divides), else one copy per tap.
+    One strided copy per stride phase (:attr:`ConvGeometry.tap_groups`): all taps at once
+    at stride 1, or when the stride divides the dilation; 4 copies for a 2x2 stride.
     """
     geo = chunk.geo
-    if geo.tap_step is None:
-        cols = geo.logical(chunk.cols, 3)
-        for tap, window in enumerate(chunk.windows):
-            cols[:, tap] = grid[window]
-        return
     ndim = len(geo.kernel)
-    first = grid[chunk.windows[0]]  # (g, C/g, N, *o): what tap 0 reads
-    steps = tuple(step * stride for step, stride in zip(geo.tap_step, grid.strides[4:]))
-    taps = as_strided(first, (first.shape[0], *geo.kernel, *first.shape[1:]),
-                      (first.strides[0], *steps, *first.strides[1:]), writeable=False)
     cols = chunk.cols.reshape(*chunk.cols.shape[:1], *geo.kernel, *chunk.cols.shape[2:])
-    np.copyto(geo.logical(cols, 2 + ndim), taps)
+    cols = geo.logical(cols, 2 + ndim)  # (g, *kernel, C/g, N, *o)
+    for first, taps, shifts in geo.tap_groups:
+        start = grid[chunk.windows[first]]  # (g, C/g, N, *o): what the first tap reads
+        counts = tuple(len(range(*t)) for t in taps)
+        steps = tuple(shift * stride for shift, stride in zip(shifts, grid.strides[4:]))
+        group = as_strided(start, (start.shape[0], *counts, *start.shape[1:]),
+                           (start.strides[0], *steps, *start.strides[1:]), writeable=False)
+        np.copyto(cols[(slice(None), *(slice(*t) for t in taps))], group)
 
 
 def is_pointwise(geo: ConvGeometry) -> bool:

@@ -21,6 +21,7 @@ for those.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import product
 
 import numpy as np
@@ -34,8 +35,26 @@ def phase_offsets(pool: tuple[int, ...]) -> list[tuple[int, ...]]:
     return list(product(*(range(s) for s in pool)))
 
 
-def _phase_slices(phase: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[slice, ...]:
-    return tuple(slice(p, p + k) for p, k in zip(phase, kernel))
+@lru_cache(maxsize=64)
+def _pooled_index(w_shape: tuple[int, ...], pool: tuple[int, ...], groups: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Index maps between w and W' (g, S, C_out/g, C_in/g, *(k + s - 1)), built once per
+    layer shape: for each element of W' the flat index into w of the value it holds
+    (``w.size`` for a zero), and for each phase the flat positions in W' of w's elements."""
+    c_out, c_in_g, *kernel = w_shape
+    c_out_g = c_out // groups
+    big = tuple(k + s - 1 for k, s in zip(kernel, pool))
+    phases = phase_offsets(pool)
+    shape = (groups, len(phases), c_out_g, c_in_g, *big)
+    source = np.arange(prod(w_shape)).reshape(groups, c_out_g, c_in_g, *kernel)
+    index = np.full(shape, prod(w_shape))
+    position = np.arange(prod(shape)).reshape(shape)
+    copies = []
+    for offset, phase in enumerate(phases):
+        window = (slice(None), offset, Ellipsis, *(slice(p, p + k) for p, k in zip(phase, kernel)))
+        index[window] = source
+        copies.append(position[window].reshape(-1))
+    return index.reshape(-1), np.stack(copies)
 
 
 def pooled_weight(w: np.ndarray, bias: np.ndarray | None, pool: tuple[int, ...], groups: int
@@ -43,31 +62,21 @@ def pooled_weight(w: np.ndarray, bias: np.ndarray | None, pool: tuple[int, ...],
     """w (C_out, C_in/g, *k), bias (C_out,) -> W' (g * S * C_out/g, C_in/g, *(k + s - 1)) and
     its bias, ``S = prod(pool)``: output channels ordered (group, phase, channel)."""
     c_out, c_in_g, *kernel = w.shape
-    c_out_g = c_out // groups
-    grouped = w.reshape(groups, c_out_g, c_in_g, *kernel)
+    values = np.concatenate([w.reshape(-1), np.zeros(1, w.dtype)])
     big = tuple(k + s - 1 for k, s in zip(kernel, pool))
-    phases = phase_offsets(pool)
-    w_big = np.zeros((groups, len(phases), c_out_g, c_in_g, *big), w.dtype)
-    for index, phase in enumerate(phases):
-        w_big[(slice(None), index, Ellipsis, *_phase_slices(phase, tuple(kernel)))] = grouped
-    w_big = w_big.reshape(groups * len(phases) * c_out_g, c_in_g, *big)
+    w_big = values[_pooled_index(w.shape, pool, groups)[0]].reshape(
+        groups * prod(pool) * (c_out // groups), c_in_g, *big)
     if bias is None:
         return w_big, None
-    b_big = np.broadcast_to(bias.reshape(groups, 1, c_out_g), (groups, len(phases), c_out_g))
-    return w_big, b_big.reshape(-1)
+    return w_big, np.tile(bias.reshape(groups, 1, -1), (1, prod(pool), 1)).reshape(-1)
 
 
 def pooled_weight_grad(grad_big: np.ndarray, w_shape: tuple[int, ...], pool: tuple[int, ...],
                        groups: int) -> np.ndarray:
-    """Adjoint of :func:`pooled_weight` for the weight: W''s gradient -> w's (the sum over
-    phases of each phase's window of it)."""
-    c_out, c_in_g, *kernel = w_shape
-    phases = phase_offsets(pool)
-    big = grad_big.reshape(groups, len(phases), c_out // groups, c_in_g, *grad_big.shape[2:])
-    grad = np.zeros((groups, c_out // groups, c_in_g, *kernel), grad_big.dtype)
-    for index, phase in enumerate(phases):
-        grad += big[(slice(None), index, Ellipsis, *_phase_slices(phase, tuple(kernel)))]
-    return grad.reshape(w_shape)
+    """Adjoint of :func:`pooled_weight` for the weight: W''s gradient -> w's (what each w
+    value's copies in W' received, summed over phases in order)."""
+    copies = grad_big.reshape(-1)[_pooled_index(w_shape, pool, groups)[1]]  # (S, w.size)
+    return copies.sum(axis=0).reshape(w_shape)
 
 
 def pooled_bias_grad(grad_big: np.ndarray, groups: int, pool: tuple[int, ...]) -> np.ndarray:
