@@ -42,7 +42,7 @@ from .ops.convolution import (
     conv_transpose_nd,
     conv_transpose_nd_backward,
 )
-from .ops.dispatch import ALGORITHMS, choose_conv_method
+from .ops.dispatch import ALGORITHMS, choose_conv_method, pooling_in_conv_pays
 from .ops.pad import check_pad_fits, pad_backward, pad_forward
 from .ops.pool import (
     PoolSpec,
@@ -299,21 +299,22 @@ def conv3d(x: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None =
                  3, "conv3d")
 
 
-# ---------------------------------------------------------------------------------------
-# Transposed convolution (the adjoint of the convolution).
-
-
 def conv_max_pool(x: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
                   padding: IntOrTuple | Sequence[Sequence[int]] | str = 0, groups: int = 1,
                   pool_size: IntOrTuple = 2) -> ArrayOrTensor:
-    """``max_pool(conv(x, weight, bias, padding=padding, groups=groups), pool_size)`` as one
-    strided convolution (:mod:`cnnlab.ops.conv_pool`); :class:`cnnlab.nn.Sequential` runs a
+    """``max_pool(conv(x, weight, bias, padding=padding, groups=groups), pool_size)``, as one
+    strided convolution (:mod:`cnnlab.ops.conv_pool`) where the cost model says that is
+    faster (:func:`cnnlab.ops.dispatch.pooling_in_conv_pays`: layers with few input
+    channels, such as LeNet-5's), else as the two ops. :class:`cnnlab.nn.Sequential` runs a
     convolution layer followed by such a max pooling layer with it.
 
     The convolution has stride 1 and no dilation; the pooling window is ``pool_size`` with
     the same stride, no padding, floor mode. Results agree with the two ops' up to float
-    rounding (BLAS may sum in another order; gradients are summed by pooling phase), ties
-    and NaN go as in PyTorch's window scan, and inputs with NaN or inf take the two ops.
+    rounding: BLAS may sum the strided convolution in another order (so a window whose
+    values tie in one may not tie in the other, as between any two convolution codes,
+    PyTorch's included), and gradients are summed by pooling phase. Among the values it
+    computes, ties go to the first maximum in the window and NaN to the last, as PyTorch's
+    scan; inputs with NaN or inf take the two ops.
 
     Parameters
     ----------
@@ -344,16 +345,23 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
     pads = conv_padding(padding, x_arr.shape[2:], w_arr.shape[2:], ones, ones, fn)
     pool = to_tuple(pool_size, spatial_dims, "pool_size", pool_fn)
     geo = conv_geometry(x_arr.shape, w_arr.shape, ones, pads, ones, int(groups))
+    if min(geo.out_spatial, default=0) >= 1 and any(
+            o < s for o, s in zip(geo.out_spatial, pool)):
+        raise ValueError(f"{pool_fn}: pool_size {pool} is larger than the convolution's "
+                         f"output {geo.out_spatial} in some dimension")
+    big_shape = (w_arr.shape[0] * prod(pool), w_arr.shape[1],
+                 *(k + s - 1 for k, s in zip(w_arr.shape[2:], pool)))
+    layout = "batch" if geo.batch_inner else "image"  # the stride-1 conv's column order
+    fused = conv_geometry(x_arr.shape, big_shape, pool, pads, ones, int(groups), layout)
     if (x_arr.shape[0] == 0 or min(geo.out_spatial, default=0) < 1
             or choose_conv_method(geo, x_arr.itemsize) != "gemm"
-            or any(o < s for o, s in zip(geo.out_spatial, pool))
+            or not pooling_in_conv_pays(geo, fused, x_arr.itemsize)
             or not (all_finite(x_arr) and all_finite(w_arr) and all_finite(b_arr))):
-        # The two ops: their own errors, FFT when it is faster, exact NaN/inf semantics.
+        # The two ops: their own errors, FFT or the smaller GEMM when faster, NaN and inf.
         y = _conv(x, weight, bias, 1, padding, 1, groups, "zeros", "auto", spatial_dims, fn)
         return _max_pool(y, pool, pool, 0, 1, False, False, spatial_dims, pool_fn)
     w_big, b_big = pooled_weight(w_arr, b_arr, pool, int(groups))
-    spec = ConvSpec(pool, pads, ones, int(groups), "zeros", "gemm",
-                    "batch" if geo.batch_inner else "image")  # the stride-1 conv's layout
+    spec = ConvSpec(pool, pads, ones, int(groups), "zeros", "gemm", layout)
     saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
     y = conv_nd(x_arr, w_big, b_big, spec, saved)
     phased = phased_view(y, int(groups), pool)
@@ -374,6 +382,10 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
     return _wrap(out, [x, weight, bias], vjp, unbatched)
+
+
+# ---------------------------------------------------------------------------------------
+# Transposed convolution (the adjoint of the convolution).
 
 
 def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,

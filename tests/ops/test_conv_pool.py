@@ -3,6 +3,8 @@ functional.conv_max_pool, Sequential's fusion): the same function as the two ops
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -207,3 +209,55 @@ def test_sequential_does_not_fuse_a_layer_with_its_own_forward(monkeypatch) -> N
     model = nn.Sequential(Doubled(1, 2, 3, rng=rng), nn.MaxPool2d(2))
     x = rng.standard_normal((1, 1, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(model(x), model[1](model[0](x)))
+
+
+@pytest.mark.parametrize("patch", ["subclass_functional", "instance_forward"])
+def test_sequential_does_not_fuse_a_patched_or_extended_layer(monkeypatch, patch: str) -> None:
+    # Review finding: only the library's own classes, with no forward set on the instance.
+    monkeypatch.setattr(F, "_conv_max_pool", lambda *a: pytest.fail("fused"))
+    rng = np.random.default_rng(9)
+    if patch == "subclass_functional":
+        class Doubling(nn.Conv2d):
+            _functional = staticmethod(lambda *a: F.conv2d(*a) * 2)
+        conv = Doubling(1, 2, 3, rng=rng)
+    else:
+        conv = nn.Conv2d(1, 2, 3, rng=rng)
+        conv.forward = lambda x: F.conv2d(x, conv.weight) * 2
+    model = nn.Sequential(conv, nn.MaxPool2d(2))
+    x = rng.standard_normal((1, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), model[1](model[0](x)))
+
+
+def test_cost_model_keeps_wide_layers_as_two_ops(monkeypatch) -> None:
+    # The shifted kernels multiply zeros: 4x the work for a 1x1 kernel, 1.8x for a 3x3 one.
+    # Layers with many input channels are GEMM-bound and stay two ops (bench_conv_pool.py).
+    import cnnlab.functional as functional
+
+    calls = []
+    monkeypatch.setattr(functional, "pooled_weight",
+                        lambda *a: calls.append(a[0].shape) or pooled_weight(*a))
+    rng = np.random.default_rng(10)
+    for c_in, k, size in [(64, 1, 8), (64, 3, 16), (1, 5, 28), (6, 5, 14)]:
+        x = rng.standard_normal((8, c_in, size, size)).astype(np.float32)
+        w = rng.standard_normal((64 if c_in == 64 else 6, c_in, k, k)).astype(np.float32)
+        expected = _two_ops(x, w, None, 0, 1, (2, 2))
+        np.testing.assert_allclose(F.conv_max_pool(x, w), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [(6, 1, 5, 5), (6, 6, 5, 5)]
+
+
+def test_opposite_infinities_give_no_warning() -> None:
+    # Review finding: the finiteness check summed +inf and -inf and warned.
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    x[0, 0, 0, 0], x[0, 0, 5, 5] = np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = F.conv_max_pool(x, np.ones((1, 1, 3, 3), np.float32))
+    np.testing.assert_array_equal(out, _two_ops(x, np.ones((1, 1, 3, 3), np.float32), None,
+                                                0, 1, (2, 2)))
+
+
+def test_conv_geometry_refuses_an_unknown_layout() -> None:
+    from cnnlab.ops.conv import conv_geometry
+
+    with pytest.raises(ValueError, match="layout must be"):
+        conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "rows")

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import functional as F
-from .conv import _Conv, _ConvNd
+from ..ops._args import _is_int
+from .conv import Conv1d, Conv2d, Conv3d
 from .module import Module
-from .pooling import _MaxPoolNd
+from .pooling import MaxPool1d, MaxPool2d, MaxPool3d
 
 
 def _index(container: Module, index: Any) -> int:
@@ -104,13 +105,15 @@ class Sequential(_ModuleSequence):
         return Sequential(OrderedDict(list(self._modules.items())[index]))
 
 
+_FUSABLE = {Conv1d: MaxPool1d, Conv2d: MaxPool2d, Conv3d: MaxPool3d}
+
+
 def _fused_pool_size(conv: Module, pool: Module) -> tuple[int, ...] | None:
     """The pooling window when ``pool(conv(x))`` is :func:`F.conv_max_pool` (see
-    :class:`Sequential`), else None. Subclasses that override ``forward`` never fuse."""
-    if not (isinstance(conv, _Conv) and isinstance(pool, _MaxPoolNd)
-            and type(conv).forward is _ConvNd.forward
-            and type(pool).forward is _MaxPoolNd.forward
-            and conv.spatial_dims == pool.spatial_dims):
+    :class:`Sequential`), else None. Only the library's own layer classes fuse, with no
+    ``forward`` set on the instance: a subclass or a patched layer runs its own code."""
+    if (_FUSABLE.get(type(conv)) is not type(pool)
+            or "forward" in vars(conv) or "forward" in vars(pool)):
         return None
     n = conv.spatial_dims
     kernel, stride = _int_tuple(pool.kernel_size, n), _int_tuple(pool.stride, n)
@@ -125,11 +128,10 @@ def _fused_pool_size(conv: Module, pool: Module) -> tuple[int, ...] | None:
 
 def _int_tuple(value: Any, n: int) -> tuple[int, ...] | None:
     """``value`` as n ints (an int repeated, or a sequence of n ints), else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * n
-    if (isinstance(value, (tuple, list)) and len(value) == n
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return tuple(value)
+    if _is_int(value):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(map(_is_int, value)):
+        return tuple(int(v) for v in value)
     return None
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
 from math import gcd
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -84,6 +85,15 @@ def release_workspace() -> None:
     _WORKSPACE.buffers.clear()
 
 
+class TapGroup(NamedTuple):
+    """The taps that read one stride phase: a regular grid of taps (every ``s/gcd(s, d)``-th
+    along each axis) reading a regular grid of shifts, so one strided view of the phase."""
+
+    first: int  # flat (C-order) index of the group's first tap
+    taps: tuple[tuple[int, int, int], ...]  # per axis: its taps as range(start, stop, step)
+    shifts: tuple[int, ...]  # per axis: the grid shift between consecutive taps
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Everything a GEMM convolution needs to know about its shapes, computed once.
@@ -92,10 +102,7 @@ class ConvGeometry:
     tap reads; ``tap_phase``/``tap_shift``: for each kernel tap (C-order over the kernel
     axes) its phase index and its shift along each grid axis; ``batch_inner``: positions
     are stored ``(*spatial, n)`` rather than ``(n, *spatial)`` (see the module docstring);
-    ``tap_groups``: per phase, the taps that read it, which form a regular grid of taps
-    (every ``s/gcd(s, d)``-th along each axis) reading a regular grid of shifts, so each
-    group is one strided view of its phase: (flat index of its first tap, per axis its tap
-    range as (start, stop, step), per axis its shift step).
+    ``tap_groups``: per phase, the taps that read it (:class:`TapGroup`).
     """
 
     batch: int
@@ -113,7 +120,7 @@ class ConvGeometry:
     tap_phase: tuple[int, ...]
     tap_shift: tuple[tuple[int, ...], ...]
     batch_inner: bool
-    tap_groups: tuple[tuple[int, tuple[tuple[int, int, int], ...], tuple[int, ...]], ...]
+    tap_groups: tuple[TapGroup, ...]
 
     @property
     def columns(self) -> int:
@@ -176,6 +183,9 @@ def conv_geometry(
     image_bytes = prod(out_spatial) * len(tap_phase) * x_shape[1] // groups * 4
     batch_inner = bool(out_spatial) and (out_spatial[-1] < LONG_ROW
                                          or image_bytes > COLS_BUDGET_BYTES)
+    if layout not in ("auto", "image", "batch"):
+        raise ValueError(f"conv_geometry: layout must be 'auto', 'image' or 'batch', got "
+                         f"{layout!r}")
     if layout != "auto" and out_spatial:
         batch_inner = layout == "batch"
     return ConvGeometry(
@@ -188,9 +198,8 @@ def conv_geometry(
 
 
 def _tap_group(phase: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
-               dilation: tuple[int, ...]
-               ) -> tuple[int, tuple[tuple[int, int, int], ...], tuple[int, ...]]:
-    """The taps reading stride ``phase`` (see :attr:`ConvGeometry.tap_groups`)."""
+               dilation: tuple[int, ...]) -> TapGroup:
+    """The taps reading stride ``phase``."""
     ranges, shifts = [], []
     for q, k, s, d in zip(phase, kernel, stride, dilation):
         taps = [t for t in range(k) if t * d % s == q]
@@ -199,7 +208,7 @@ def _tap_group(phase: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[in
         ranges.append((taps[0], k, step))
         shifts.append(step * d // s)
     first = int(np.ravel_multi_index(tuple(r[0] for r in ranges), kernel))
-    return first, tuple(ranges), tuple(shifts)
+    return TapGroup(first, tuple(ranges), tuple(shifts))
 
 
 @lru_cache(maxsize=512)
@@ -635,4 +644,5 @@ def all_finite(a: np.ndarray | None) -> bool:
     """No NaN or inf in ``a`` (None counts as finite); one reduction, no mask array."""
     # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then
     # only take their slower NaN-aware path).
-    return a is None or bool(np.isfinite(np.add.reduce(a, axis=None)))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or a finite overflow
+        return a is None or bool(np.isfinite(np.add.reduce(a, axis=None)))

@@ -54,7 +54,10 @@ def _pooled_index(w_shape: tuple[int, ...], pool: tuple[int, ...], groups: int
         window = (slice(None), offset, Ellipsis, *(slice(p, p + k) for p, k in zip(phase, kernel)))
         index[window] = source
         copies.append(position[window].reshape(-1))
-    return index.reshape(-1), np.stack(copies)
+    maps = index.reshape(-1), np.stack(copies)
+    for cached in maps:
+        cached.setflags(write=False)
+    return maps
 
 
 def pooled_weight(w: np.ndarray, bias: np.ndarray | None, pool: tuple[int, ...], groups: int

@@ -51,6 +51,24 @@ def fft_seconds(geo: ConvGeometry) -> float:
     return FFT_CALL_SECONDS + transforms / FFT_FLOPS_PER_S + products / SPECTRAL_FLOPS_PER_S
 
 
+# Passes over the stride-1 convolution's output that its max pooling costs when run on its
+# own (the forward's strided 2-tap stages and the backward), at COPY_BYTES_PER_S. With it
+# the model picks the faster of the two on every shape of benchmarks/bench_conv_pool.py:
+# the fused layer for LeNet-5's, CIFAR's first and an 8->16 3x3 layer, the two ops for a
+# 64->64 3x3 and a 256->256 1x1 layer (the shifted kernels' zeros cost more there).
+POOL_PASSES = 6
+
+
+@lru_cache(maxsize=512)
+def pooling_in_conv_pays(stride_one: ConvGeometry, fused: ConvGeometry, itemsize: int = 4
+                         ) -> bool:
+    """Whether the strided convolution ``fused`` (:mod:`cnnlab.ops.conv_pool`) is cheaper
+    than the stride-1 convolution ``stride_one`` followed by its max pooling."""
+    pool_bytes = POOL_PASSES * stride_one.columns * stride_one.out_channels * itemsize
+    separate = gemm_seconds(stride_one, itemsize) + pool_bytes / COPY_BYTES_PER_S
+    return gemm_seconds(fused, itemsize) < separate
+
+
 @lru_cache(maxsize=512)
 def choose_conv_method(geo: ConvGeometry, itemsize: int = 4) -> str:
     """``'gemm'`` or ``'fft'``: whichever the cost model says is faster for this geometry."""
