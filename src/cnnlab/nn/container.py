@@ -59,10 +59,11 @@ class Sequential(_ModuleSequence):
     Built from modules (``Sequential(Conv2d(...), ReLU())``, keys ``"0"``, ``"1"``, ...) or
     from one ``OrderedDict`` of named modules.
 
-    A convolution (stride 1, no dilation, zero padding) directly followed by a max pooling
+    A ``ConvNd`` (stride 1, no dilation, zero padding) directly followed by a ``MaxPoolNd``
     whose window is its stride (no padding, floor mode, no indices) runs as one op,
     :func:`cnnlab.functional.conv_max_pool`: the same function, computed as one strided
-    convolution over the pooled positions only (LeNet-5 trains about 10% faster). Set
+    convolution over the pooled positions where the cost model says that is faster
+    (layers with few input channels; a LeNet-5 step: 7.5-7.9 -> 6.1 ms). Set
     ``fuse_conv_pool = False`` on an instance to run every module on its own.
 
     >>> from cnnlab.nn import Flatten, Identity
