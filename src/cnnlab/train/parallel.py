@@ -5,8 +5,8 @@ is not BLAS (column copies, pooling, activations, layout changes). Splitting the
 shards and differentiating them at the same time keeps every core busy on all of it, as
 PyTorch's DistributedDataParallel does with processes. On Linux the shards after the first
 run in forked worker processes (:class:`ProcessShards`); elsewhere in threads
-(:class:`ThreadShards`), which share one interpreter lock: a LeNet-5 step took 8.8 ms in
-two threads and 7.7 ms in two processes (one shard alone: 13.4 ms). Meanwhile BLAS runs
+(:class:`ThreadShards`), which share one interpreter lock: a LeNet-5 step took 8.2 ms in
+two threads and 6.4 ms in two processes (one shard alone: 9.1 ms). Meanwhile BLAS runs
 one thread per call, so the shards' GEMMs do not fight each other's BLAS threads for the
 same cores.
 
@@ -44,7 +44,7 @@ from ..ops._args import prod
 
 # A shard smaller than this many input values costs more in per-op Python overhead than a
 # second core wins back: MNIST-1D's CNN (100 sequences of 40) trains faster unsharded,
-# LeNet-5 (128 images of 28x28) 1.3x faster in two shards (benchmarks/bench_train.py).
+# LeNet-5 (128 images of 28x28) 1.4x faster in two shards (benchmarks/bench_train.py).
 MIN_SHARD_VALUES = 2**15
 
 
