@@ -249,6 +249,16 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     assert (folder / CHECKPOINT_NAME).read_bytes() == payload
 
 
+def test_resume_refuses_a_run_shorter_than_the_checkpoint(tmp_path):
+    # It used to stop at once and report the checkpoint's weights as a 4-step run's.
+    folder = tmp_path / "long"
+    _run(steps=6, checkpoint_dir=str(folder))
+    payload = (folder / CHECKPOINT_NAME).read_bytes()
+    with pytest.raises(CheckpointError, match=r"is at step 6, past this run's 4 steps"):
+        _run(steps=4, checkpoint_dir=str(folder), resume=True)
+    assert (folder / CHECKPOINT_NAME).read_bytes() == payload
+
+
 def test_a_new_run_refuses_to_overwrite_an_existing_checkpoint(tmp_path):
     folder = tmp_path / "taken"
     _run(steps=4, checkpoint_dir=str(folder))

@@ -212,6 +212,10 @@ class Trainer:
                     f"resume: {path} is a checkpoint of {key} {metadata.get(key)!r}, "
                     f"not {getattr(self.config, key)!r}")
         self._check_same_recipe(path, metadata.get("config", {}))
+        if int(metadata["step"]) > self.total_steps:
+            raise CheckpointError(
+                f"resume: {path} is at step {metadata['step']}, past this run's "
+                f"{self.total_steps} steps; resume with at least as many steps (or epochs)")
         try:
             self.model.load_state_dict(split_prefix(arrays, "model"))
         except (ValueError, KeyError) as error:
