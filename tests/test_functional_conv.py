@@ -1007,3 +1007,34 @@ def test_empty_batch_gives_zero_weight_gradient_like_torch(x_shape, w_shape):
     expected.sum().backward()
     np.testing.assert_array_equal(ours_w.grad, theirs_w.grad.numpy())
     np.testing.assert_array_equal(ours_b.grad, np.zeros(w_shape[0]))
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), [
+    ((2, 3, 12, 11), (4, 3, 4, 6), (2, 3), 1),  # rows of 5 outputs: batch-minor columns
+    ((2, 2, 40, 40), (3, 2, 4, 4), (2, 2), 2),  # rows of 20: image-major columns
+    ((1, 4, 7, 8, 9), (2, 2, 2, 4, 3), (2, 2, 3), 0),  # 3-D, groups 2
+    ((3, 2, 17), (2, 2, 6), (3,), 2),  # 1-D
+])
+@pytest.mark.parametrize("budget", [None, 256])  # one chunk of columns, or many
+def test_col2im_by_shift_matches_torch(x_shape, w_shape, stride, padding, budget,
+                                       monkeypatch):
+    # Kernel sizes that are multiples of the stride: the input gradient adds the taps of
+    # all stride phases at one shift in one go (conv.ConvGeometry.shift_groups).
+    if budget is not None:
+        monkeypatch.setattr(conv_module, "COLS_BUDGET_BYTES", budget)
+    nd = len(stride)
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    groups = x_shape[1] // w_shape[1]
+    geo = conv_module.conv_geometry(x_shape, w_shape, stride, ((padding, padding),) * nd,
+                                    (1,) * nd, groups)
+    assert geo.shift_groups
+    xt = Tensor(x, requires_grad=True)
+    y = CONV[nd](xt, w, stride=stride, padding=padding, groups=groups)
+    upstream = rng.standard_normal(y.shape)
+    y.backward(upstream)
+    x_torch = torch.from_numpy(x).requires_grad_()
+    y_torch = [TF.conv1d, TF.conv2d, TF.conv3d][nd - 1](
+        x_torch, torch.from_numpy(w), stride=stride, padding=padding, groups=groups)
+    y_torch.backward(torch.from_numpy(upstream))
+    assert_close(xt.grad, x_torch.grad.numpy(), 1e-10, 1e-10, "grad_x")
