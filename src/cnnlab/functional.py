@@ -368,8 +368,9 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
     out, taps = max_over_phases(phased, spatial_dims)
 
     def vjp(g: np.ndarray) -> tuple[Any, ...]:
-        g_phased = max_over_phases_backward(g, taps, phased.shape)
-        if all_finite(g):
+        finite = all_finite(g)
+        g_phased = max_over_phases_backward(g, taps, phased.shape, finite)
+        if finite:
             gx, gw, gb = conv_nd_backward(x_arr, w_big, g_phased.reshape(y.shape), spec,
                                           _needs(x), _needs(weight), _needs(bias), saved)
             gw = None if gw is None else pooled_weight_grad(gw, w_arr.shape, pool, int(groups))

@@ -29,7 +29,7 @@ added back through the same slices (col2im), which is also the transposed convol
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from itertools import product
 from math import gcd
@@ -125,6 +125,15 @@ class ConvGeometry:
     batch_inner: bool
     tap_groups: tuple[TapGroup, ...]
     shift_groups: tuple[tuple[int, tuple[int, ...]], ...]
+
+    def __hash__(self) -> int:
+        # Computed once: geometries key several caches that a training step queries dozens
+        # of times, and the generated hash would rehash every tap tuple each time.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def columns(self) -> int:
@@ -535,10 +544,12 @@ def _add_cols(chunk: _Chunk, cols: np.ndarray, grad_grid: np.ndarray) -> None:
     ndim = len(geo.kernel)
     by_phase = grad_grid.reshape(*geo.stride, *grad_grid.shape[1:])  # phases split per axis
     by_tap = cols.reshape(cols.shape[0], *geo.kernel, *cols.shape[2:])
+    groups_after_phases = (*range(1, ndim + 1), 0, *range(ndim + 1, by_tap.ndim))
     for first, shift in geo.shift_groups:
         taps = by_tap[(slice(None), *(slice(i * s, (i + 1) * s)
                                       for i, s in zip(shift, geo.stride)))]
-        by_phase[(slice(None),) * ndim + chunk.windows[first][1:]] += np.moveaxis(taps, 0, ndim)
+        by_phase[(slice(None),) * ndim + chunk.windows[first][1:]] += taps.transpose(
+            groups_after_phases)
 
 
 def is_pointwise(geo: ConvGeometry) -> bool:
@@ -679,9 +690,18 @@ def conv_backward(
     return grad_x, grad_w
 
 
+# Arrays up to this many values are checked through a mask (one fast pass, no warnings);
+# larger ones through their sum, which needs no mask the size of the array.
+FINITE_MASK_VALUES = 2**22
+
+
 def all_finite(a: np.ndarray | None) -> bool:
-    """No NaN or inf in ``a`` (None counts as finite); one reduction, no mask array."""
-    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then
-    # only take their slower NaN-aware path).
+    """No NaN or inf in ``a`` (None counts as finite)."""
+    if a is None:
+        return True
+    if a.size <= FINITE_MASK_VALUES:
+        return bool(np.isfinite(a).all())
+    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then only
+    # take their slower NaN-aware path).
     with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or a finite overflow
-        return a is None or bool(np.isfinite(np.add.reduce(a, axis=None)))
+        return bool(np.isfinite(np.add.reduce(a, axis=None)))

@@ -196,11 +196,14 @@ def _phase_max(phased: np.ndarray, ndim: int, nan_aware: bool
 
 
 def max_over_phases_backward(grad: np.ndarray, taps: tuple[np.ndarray, ...],
-                             phased_shape: tuple[int, ...]) -> np.ndarray:
+                             phased_shape: tuple[int, ...], finite: bool | None = None
+                             ) -> np.ndarray:
     """VJP of :func:`max_over_phases`: grad (N, C, *out) -> (phased_shape), each output's
-    gradient at the window offset it took, zeros elsewhere."""
+    gradient at the window offset it took, zeros elsewhere. ``finite``: whether ``grad`` is
+    known to be finite (None: check)."""
     grad = grad.reshape((*taps[0].shape[:2], -1, *grad.shape[2:]))  # (N, g, C/g, *out)
-    finite = all_finite(grad)  # then it stays finite: each stage copies or zeroes
+    if finite is None:
+        finite = all_finite(grad)  # then it stays finite: each stage copies or zeroes
     for stage, arg in enumerate(taps):
         axis = 2 + stage
         shape = (*grad.shape[:axis], phased_shape[axis], *grad.shape[axis:])
