@@ -20,7 +20,6 @@ def _single(value: Any) -> Any:
 
 class _MaxPoolNd(Module):
     _functional: ClassVar[Callable[..., Any]]
-    spatial_dims: ClassVar[int]
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  dilation: Any = 1, return_indices: bool = False, ceil_mode: bool = False
@@ -45,7 +44,6 @@ class MaxPool1d(_MaxPoolNd):
     :func:`cnnlab.ops._args.pool_output_shape`. See ``torch.nn.MaxPool1d``."""
 
     _functional = staticmethod(F.max_pool1d)
-    spatial_dims = 1
 
 
 class MaxPool2d(_MaxPoolNd):
@@ -53,14 +51,12 @@ class MaxPool2d(_MaxPoolNd):
     ``kernel_size``; ``return_indices`` also returns PyTorch's flat argmax indices."""
 
     _functional = staticmethod(F.max_pool2d)
-    spatial_dims = 2
 
 
 class MaxPool3d(_MaxPoolNd):
     """Max over windows of (N, C, D, H, W); see :class:`MaxPool2d`."""
 
     _functional = staticmethod(F.max_pool3d)
-    spatial_dims = 3
 
 
 class _AvgPoolNd(Module):
