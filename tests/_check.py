@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hypothesis import strategies as st
 
 from cnnlab import Tensor
 
@@ -143,3 +144,18 @@ def numeric_grad_check(fn: Callable, x: np.ndarray, rng: np.random.Generator,
     fn(x_t).backward(g)
     (numeric,) = finite_difference_grad(lambda v: np.sum(fn(v) * g), [x], eps=eps)
     np.testing.assert_allclose(x_t.grad, numeric, rtol=tol, atol=tol)
+
+
+def draw_padding(draw: Any, nd: int, most_pairs: int = 2) -> Any:
+    """A hypothesis draw of a convolution's ``padding`` in each form cnnlab takes: an int, one
+    int per dimension, per-side pairs (each side up to ``most_pairs``), or a string."""
+    forms = ["int", "tuple", "pairs", "valid", "same", "full"] + (["causal"] if nd == 1 else [])
+    form = draw(st.sampled_from(forms))
+    if form == "int":
+        return draw(st.integers(0, 2))
+    if form == "tuple":
+        return tuple(draw(st.integers(0, 2)) for _ in range(nd))
+    if form == "pairs":
+        return tuple((draw(st.integers(0, most_pairs)), draw(st.integers(0, most_pairs)))
+                     for _ in range(nd))
+    return form

@@ -18,7 +18,7 @@ import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _check import assert_close, finite_difference_grad
+from _check import assert_close, draw_padding, finite_difference_grad
 from cnnlab import Tensor, nn
 from cnnlab import functional as cf
 from cnnlab.autograd import grad as autograd_grad
@@ -160,16 +160,7 @@ def conv_pool_case(draw: st.DrawFn, dims: int | None = None) -> dict:
     cout = groups * draw(st.integers(1, 2))
     kmax = 3 if d < 3 else 2
     kernel = tuple(draw(st.integers(1, kmax)) for _ in range(d))
-    modes = ["int", "tuple", "pairs", "valid", "same", "full"] + (["causal"] if d == 1 else [])
-    mode = draw(st.sampled_from(modes))
-    if mode == "int":
-        padding: Any = draw(st.integers(0, 2))
-    elif mode == "tuple":
-        padding = tuple(draw(st.integers(0, 2)) for _ in range(d))
-    elif mode == "pairs":
-        padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(d))
-    else:
-        padding = mode
+    padding = draw_padding(draw, d)
     pairs = _pairs(padding, kernel)
     pool = []
     spatial = []

@@ -18,7 +18,7 @@ import torch.nn.functional as TF
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from _check import assert_close, check_op, finite_difference_grad, tolerance
+from _check import assert_close, check_op, draw_padding, finite_difference_grad, tolerance
 from cnnlab import Tensor
 from cnnlab import functional as F
 from cnnlab.ops import conv as conv_module
@@ -108,16 +108,7 @@ def conv_cases(draw, nd):
     stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
     padding_mode = draw(st.sampled_from(PADDING_MODES))
-    forms = ["int", "tuple", "pairs", "valid", "same", "full"] + (["causal"] if nd == 1 else [])
-    form = draw(st.sampled_from(forms))
-    if form == "int":
-        padding = draw(st.integers(0, 2))
-    elif form == "tuple":
-        padding = tuple(draw(st.integers(0, 2)) for _ in range(nd))
-    elif form == "pairs":
-        padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(nd))
-    else:
-        padding = form
+    padding = draw_padding(draw, nd, most_pairs=3)
     # Smallest size per dim that gives an output (fixed paddings) and fits reflect/circular.
     fixed = reference_pads(padding, (1,) * nd, kernel, (1,) * nd, dilation)
     if isinstance(padding, str) and padding == "same":
