@@ -261,3 +261,17 @@ def test_conv_geometry_refuses_an_unknown_layout() -> None:
 
     with pytest.raises(ValueError, match="layout must be"):
         conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "rows")
+
+
+def test_callers_error_settings_hold_in_the_input_gradient() -> None:
+    # Second review: the input-gradient GEMM forced invalid="warn" over the caller's choice.
+    rng = np.random.default_rng(12)
+    x = Tensor(rng.standard_normal((1, 1, 8, 8)), requires_grad=True)
+    w = Tensor(np.repeat(rng.standard_normal((1, 1, 3, 3)), 2, axis=0), requires_grad=True)
+    out = F.conv_max_pool(x, w)  # two equal filters: the same maxima, the same columns
+    upstream = np.ones(out.shape)
+    upstream[0, 0, 0, 0], upstream[0, 1, 0, 0] = np.inf, -np.inf  # inf - inf: invalid
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("error")
+        out.backward(upstream)
+    assert np.isnan(x.grad).any()

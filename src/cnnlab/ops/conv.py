@@ -28,6 +28,7 @@ added back through the same slices (col2im), which is also the transposed convol
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -201,13 +202,16 @@ def conv_geometry(
                          f"{layout!r}")
     if layout != "auto" and out_spatial:
         batch_inner = layout == "batch"
+    shift_groups = _shift_groups(kernel, stride, dilation)
+    # _add_cols splits the phase axis per spatial axis: the phases must come in C order.
+    assert not shift_groups or tuple(phase_ids) == tuple(product(*map(range, stride)))
     return ConvGeometry(
         batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0], groups=groups,
         in_spatial=in_spatial, kernel=kernel, stride=stride, dilation=dilation,
         padding=padding, out_spatial=out_spatial, grid=grid, phases=tuple(phase_ids),
         tap_phase=tuple(tap_phase), tap_shift=tuple(tap_shift), batch_inner=batch_inner,
         tap_groups=tuple(_tap_group(phase, kernel, stride, dilation) for phase in phase_ids),
-        shift_groups=_shift_groups(kernel, stride, dilation),
+        shift_groups=shift_groups,
     )
 
 
@@ -542,7 +546,9 @@ def _add_cols(chunk: _Chunk, cols: np.ndarray, grad_grid: np.ndarray) -> None:
             grad_grid[window] += cols[:, tap]
         return
     ndim = len(geo.kernel)
-    by_phase = grad_grid.reshape(*geo.stride, *grad_grid.shape[1:])  # phases split per axis
+    # Phases are numbered in C order of their per-axis offsets here (conv_geometry checks),
+    # and splitting the leading axis of a view is always a view: the adds reach grad_grid.
+    by_phase = grad_grid.reshape(*geo.stride, *grad_grid.shape[1:])
     by_tap = cols.reshape(cols.shape[0], *geo.kernel, *cols.shape[2:])
     groups_after_phases = (*range(1, ndim + 1), 0, *range(ndim + 1, by_tap.ndim))
     for first, shift in geo.shift_groups:
@@ -676,7 +682,9 @@ def conv_backward(
                 chunk.clear_beyond(gy.shape[2:])
             grad_wm_t += _weight_grad(chunk.matrix, gy_chunk, chunk.positions[0])
         if need_input:
-            with np.errstate(invalid="ignore" if partial else "warn"):
+            # Positions past a partial gradient are garbage until cleared below: no warning
+            # for them; otherwise the caller's own error settings hold.
+            with np.errstate(invalid="ignore") if partial else contextlib.nullcontext():
                 np.matmul(wm_t, gy_chunk, out=chunk.matrix)
             cols = geo.logical(chunk.cols, 3)
             if partial:
