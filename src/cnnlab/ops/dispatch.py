@@ -11,6 +11,8 @@ about ``GEMM_FLOPS_PER_S`` on its useful work plus one pass over the column buff
 (:func:`cnnlab.ops.fft.fft_flops`, :func:`cnnlab.ops.fft.spectral_product_flops`).
 The choice only has to be right where the two differ by a
 lot (a 5x5 kernel: GEMM; a 31x31 kernel or a 255-tap 1-D kernel: FFT).
+``pooling_in_conv_pays`` makes the same kind of choice for a convolution followed by max
+pooling: one strided convolution (``conv_pool.py``) or the two ops.
 """
 
 from __future__ import annotations
