@@ -209,17 +209,30 @@ def max_over_phases_backward(grad: np.ndarray, taps: tuple[np.ndarray, ...],
         shape = (*grad.shape[:axis], phased_shape[axis], *grad.shape[axis:])
         grad_in = (np.empty if finite else np.zeros)(shape, grad.dtype)
         views = [grad_in[(*(slice(None),) * axis, index)] for index in range(shape[axis])]
-        if finite and len(views) == 2:
-            np.multiply(grad, arg.view(np.bool_), out=views[1])  # see max_pool_taps_backward
-            np.subtract(grad, views[1], out=views[0])
-        else:
-            for index, view in enumerate(views):
-                if finite:
-                    np.multiply(grad, arg == index, out=view)
-                else:
-                    np.copyto(view, grad, where=arg == index)
+        _route_to_chosen(grad, arg, views, finite)
         grad = grad_in
     return grad
+
+
+def _route_to_chosen(grad: np.ndarray, arg: np.ndarray, views: list[np.ndarray],
+                     finite: bool) -> None:
+    """``views[t] <- grad`` where ``arg == t``, for taps whose views do not overlap (the
+    places no tap chose keep what they hold: zeros, unless every element is written).
+
+    A product with the 0/1 mask is the fast form (about 8x a masked copy), but 0 * NaN or
+    0 * inf would leak a non-finite gradient to the taps not chosen: only when ``finite``.
+    """
+    if finite and len(views) == 2:
+        # Tap 1 takes grad * chosen, tap 0 the rest: grad - that is grad or exactly 0.
+        # (_running_max keeps a 2-tap choice as the int8 view of a bool array.)
+        np.multiply(grad, arg.view(np.bool_), out=views[1])
+        np.subtract(grad, views[1], out=views[0])
+        return
+    for index, view in enumerate(views):
+        if finite:
+            np.multiply(grad, arg == index, out=view)
+        else:
+            np.copyto(view, grad, where=arg == index)
 
 
 def _flat_taps(taps: tuple[np.ndarray, ...], spec: PoolSpec) -> np.ndarray:
@@ -260,8 +273,6 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
         # Windows that do not overlap (stride >= dilated kernel) write disjoint slices.
         k, s, d = spec.kernel[axis], spec.stride[axis], spec.dilation[axis]
         disjoint = s >= d * (k - 1) + 1
-        # A product with the 0/1 mask is the fast form (about 8x a masked copy), but
-        # 0 * NaN or 0 * inf would leak a non-finite gradient to the taps not chosen.
         # A finite gradient stays finite through a disjoint stage (each element is a
         # copy or a zero); overlapping windows add up, and a sum can overflow to inf.
         finite = known_finite or all_finite(grad)
@@ -271,26 +282,18 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
         tiles = finite and d == 1 and s == k and k * grad.shape[2 + axis] == shape[2 + axis]
         grad_in = (np.empty if tiles else np.zeros)(shape, dtype=grad.dtype)
         views = _axis_taps(grad_in, axis, spec)
-        if finite and disjoint and k == 2:
-            # Tap 1 takes grad * chosen, tap 0 the rest: grad - that is grad or exactly 0.
-            # (_axis_max keeps a 2-tap choice as the int8 view of a bool array.)
-            np.multiply(grad, arg.view(np.bool_), out=views[1])
-            np.subtract(grad, views[1], out=views[0])
+        if disjoint:
+            _route_to_chosen(grad, arg, views, finite)
             grad = grad_in
             continue
         # PyTorch adds an input's gradients in output order. Tap t of output o reads input
         # o*s + t*d, so of the outputs reaching one input the later taps are the earlier
         # outputs: taps in reverse add them in PyTorch's order (its exact sums along one
         # overlapping axis; over several, the stages group the sums differently).
-        taps_in_order = list(enumerate(views))
-        for index, view in taps_in_order if disjoint else reversed(taps_in_order):
+        for index, view in reversed(list(enumerate(views))):
             chosen = arg == index
-            if finite and disjoint:
-                np.multiply(grad, chosen, out=view)
-            elif finite:
+            if finite:
                 view += grad * chosen
-            elif disjoint:
-                np.copyto(view, grad, where=chosen)
             else:
                 np.add(view, grad, out=view, where=chosen)
         grad = grad_in
