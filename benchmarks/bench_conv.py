@@ -34,7 +34,7 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab.ops import dispatch
 from cnnlab.ops._args import conv_output_shape, prod
-from cnnlab.ops.conv import ConvGeometry, conv_geometry
+from cnnlab.ops.gemm import GemmPlan, gemm_plan
 
 # Bars on the geometric mean of cnnlab/torch time ratios (lower is better).
 BARS = {
@@ -182,9 +182,9 @@ def torch_calls(case: ConvCase, ops: Operands) -> dict[str, Callable[[], Any]]:
     return {"forward": forward, "forward_backward": forward_backward}
 
 
-def geometry(case: ConvCase, ops: Operands) -> ConvGeometry:
-    """The geometry ``cnnlab.ops.convolution`` builds for this layer (zero padding)."""
-    return conv_geometry(ops.x.shape, ops.weight.shape, (case.stride,) * case.dims,
+def geometry(case: ConvCase, ops: Operands) -> GemmPlan:
+    """The GEMM plan ``cnnlab.ops.dispatch`` builds for this layer (zero padding)."""
+    return gemm_plan(ops.x.shape, ops.weight.shape, (case.stride,) * case.dims,
                          ((case.padding, case.padding),) * case.dims, (1,) * case.dims, 1)
 
 
@@ -358,13 +358,13 @@ def dispatch_constants(**values: float) -> Iterator[None]:
             setattr(dispatch, name, value)
 
 
-def model_seconds(algorithm: str, geo: ConvGeometry) -> float:
+def model_seconds(algorithm: str, geo: GemmPlan) -> float:
     if algorithm == "gemm":
         return dispatch.gemm_seconds(geo, 4)
     return dispatch.fft_seconds(geo)
 
 
-def cost_terms(algorithm: str, geo: ConvGeometry) -> dict[str, float]:
+def cost_terms(algorithm: str, geo: GemmPlan) -> dict[str, float]:
     """The cost model's count behind each constant, read off ``gemm_seconds``/``fft_seconds``.
 
     The models are affine in 1/rate, so evaluating one with a single rate at 1, the other

@@ -62,14 +62,14 @@ def cnnlab_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int, mode:
 
 def fuses(x: np.ndarray, w: np.ndarray, padding: int) -> bool:
     """The cost model's choice for this layer (as ``conv_max_pool`` asks it)."""
-    from cnnlab.ops.conv import conv_geometry
     from cnnlab.ops.dispatch import pooling_in_conv_pays
+    from cnnlab.ops.gemm import gemm_plan
 
     pads = ((padding, padding),) * 2
-    stride_one = conv_geometry(x.shape, w.shape, (1, 1), pads, (1, 1), 1)
+    stride_one = gemm_plan(x.shape, w.shape, (1, 1), pads, (1, 1), 1)
     big = (4 * w.shape[0], w.shape[1], w.shape[2] + 1, w.shape[3] + 1)
     layout = "batch" if stride_one.batch_inner else "image"
-    fused = conv_geometry(x.shape, big, (2, 2), pads, (1, 1), 1, layout)
+    fused = gemm_plan(x.shape, big, (2, 2), pads, (1, 1), 1, layout)
     return pooling_in_conv_pays(stride_one, fused, x.itemsize)
 
 

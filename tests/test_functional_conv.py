@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from _check import assert_close, check_op, draw_padding, finite_difference_grad, tolerance
 from cnnlab import Tensor
 from cnnlab import functional as F
-from cnnlab.ops import conv as conv_module
+from cnnlab.ops import gemm as gemm_module
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -762,7 +762,7 @@ def test_small_column_budget_is_still_exact(monkeypatch):
                          [x, w, b])
     # 3 taps * ... rows: a budget of a few hundred bytes gives chunks of a few columns.
     for budget in (1, 200, 1000, 4099):
-        monkeypatch.setattr(conv_module, "COLS_BUDGET_BYTES", budget)
+        monkeypatch.setattr(gemm_module, "COLS_BUDGET_BYTES", budget)
         again = check_op(lambda *t: F.conv2d(*t, algorithm="gemm", **kw),
                          lambda *t: TF.conv2d(TF.pad(t[0], [0, 1, 1, 2]), *t[1:],
                                               stride=(2, 1), dilation=(1, 2), groups=2),
@@ -789,7 +789,7 @@ def test_peak_memory_does_not_scale_with_im2col(monkeypatch):
     """A 5x5 kernel over 8 channels: im2col would be 25x the input; with a small budget the
     peak stays near the input-sized buffers, forward and backward."""
     budget = 64 * 1024
-    monkeypatch.setattr(conv_module, "COLS_BUDGET_BYTES", budget)
+    monkeypatch.setattr(gemm_module, "COLS_BUDGET_BYTES", budget)
     rng = np.random.default_rng(10)
     batch, c_in, c_out, size, k = 16, 8, 2, 16, 5
     x = rng.standard_normal((batch, c_in, size, size))
@@ -817,7 +817,7 @@ def test_peak_memory_does_not_scale_with_im2col(monkeypatch):
 def test_default_budget_bounds_the_column_buffer():
     """With the library's own budget, the peak is the input-sized buffers plus about one
     budget of columns, not the whole im2col matrix."""
-    budget = conv_module.COLS_BUDGET_BYTES
+    budget = gemm_module.COLS_BUDGET_BYTES
     rng = np.random.default_rng(11)
     c_in, k = 4, 3
     rows = c_in * k * k
@@ -969,11 +969,11 @@ def test_groups_must_be_a_positive_int(groups, error):
 
 def test_kept_columns_budget_counts_every_group():
     """The keep-or-rebuild decision sizes the columns the forward would actually keep."""
-    from cnnlab.ops.conv import _cols_bytes, conv_forward, conv_geometry
+    from cnnlab.ops.gemm import _cols_bytes, conv_forward, gemm_plan
 
     x = np.ones((2, 4, 6, 6), np.float32)
     w = np.ones((6, 2, 3, 3), np.float32)
-    geo = conv_geometry(x.shape, w.shape, (1, 1), ((1, 1), (1, 1)), (1, 1), 2)
+    geo = gemm_plan(x.shape, w.shape, (1, 1), ((1, 1), (1, 1)), (1, 1), 2)
     saved: dict = {}
     conv_forward(x, w, geo, saved)
     assert saved["cols"].nbytes == _cols_bytes(geo, x.itemsize)
@@ -1010,14 +1010,14 @@ def test_empty_batch_gives_zero_weight_gradient_like_torch(x_shape, w_shape):
 def test_col2im_by_shift_matches_torch(x_shape, w_shape, stride, padding, budget,
                                        monkeypatch):
     # Kernel sizes that are multiples of the stride: the input gradient adds the taps of
-    # all stride phases at one shift in one go (conv.ConvGeometry.shift_groups).
+    # all stride phases at one shift in one go (conv.GemmPlan.shift_groups).
     if budget is not None:
-        monkeypatch.setattr(conv_module, "COLS_BUDGET_BYTES", budget)
+        monkeypatch.setattr(gemm_module, "COLS_BUDGET_BYTES", budget)
     nd = len(stride)
     rng = np.random.default_rng(11)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     groups = x_shape[1] // w_shape[1]
-    geo = conv_module.conv_geometry(x_shape, w_shape, stride, ((padding, padding),) * nd,
+    geo = gemm_module.gemm_plan(x_shape, w_shape, stride, ((padding, padding),) * nd,
                                     (1,) * nd, groups)
     assert geo.shift_groups
     xt = Tensor(x, requires_grad=True)

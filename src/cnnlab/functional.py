@@ -27,7 +27,6 @@ from .ops._args import (
     prod,
     to_tuple,
 )
-from .ops.conv import all_finite, conv_geometry
 from .ops.conv_pool import (
     phased_view,
     pooled_bias_grad,
@@ -35,17 +34,20 @@ from .ops.conv_pool import (
     pooled_weight_grad,
     unpooled_gradient,
 )
-from .ops.convolution import (
-    ConvSpec,
+from .ops.dispatch import (
+    ALGORITHMS,
+    ConvRequest,
+    choose_conv_method,
     conv_nd,
     conv_nd_backward,
     conv_transpose_nd,
     conv_transpose_nd_backward,
+    pooling_in_conv_pays,
 )
-from .ops.dispatch import ALGORITHMS, choose_conv_method, pooling_in_conv_pays
+from .ops.gemm import all_finite, gemm_plan
 from .ops.pad import check_pad_fits, pad_backward, pad_forward
 from .ops.pool import (
-    PoolSpec,
+    PoolRequest,
     adaptive_avg_pool_nd,
     adaptive_avg_pool_nd_backward,
     adaptive_max_pool_nd,
@@ -68,7 +70,7 @@ from .ops.windows import fold_nd, unfold_nd
 ArrayOrTensor = np.ndarray | Tensor
 
 # Largest conv input for which the forward keeps anything for the weight gradient (its
-# columns when they fit cnnlab.ops.conv.KEEP_COLS_BYTES, else its padded grid); above it
+# columns when they fit cnnlab.ops.gemm.KEEP_COLS_BYTES, else its padded grid); above it
 # the backward rebuilds the grid rather than hold a second copy of a large activation.
 KEEP_GRID_BYTES = 16 * 2**20
 IntOrTuple = int | Sequence[int]
@@ -258,7 +260,7 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
             f"{fn}: kernel (dilated size {extent}) is larger than the padded input "
             f"{padded}"
         )
-    spec = ConvSpec(stride_t, pads, dilation_t, int(groups), padding_mode, algorithm)
+    spec = ConvRequest(stride_t, pads, dilation_t, int(groups), padding_mode, algorithm)
     # Training: keep the forward's input grid for the weight gradient (when small).
     saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
     y = conv_nd(x_arr, w_arr, b_arr, spec, saved)
@@ -344,7 +346,7 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
     ones = (1,) * spatial_dims
     pads = conv_padding(padding, x_arr.shape[2:], w_arr.shape[2:], ones, ones, fn)
     pool = to_tuple(pool_size, spatial_dims, "pool_size", pool_fn)
-    geo = conv_geometry(x_arr.shape, w_arr.shape, ones, pads, ones, int(groups))
+    geo = gemm_plan(x_arr.shape, w_arr.shape, ones, pads, ones, int(groups))
     if min(geo.out_spatial, default=0) >= 1 and any(
             o < s for o, s in zip(geo.out_spatial, pool)):
         raise ValueError(f"{pool_fn}: pool_size {pool} is larger than the convolution's "
@@ -352,7 +354,7 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
     big_shape = (w_arr.shape[0] * prod(pool), w_arr.shape[1],
                  *(k + s - 1 for k, s in zip(w_arr.shape[2:], pool)))
     layout = "batch" if geo.batch_inner else "image"  # the stride-1 conv's column order
-    fused = conv_geometry(x_arr.shape, big_shape, pool, pads, ones, int(groups), layout)
+    fused = gemm_plan(x_arr.shape, big_shape, pool, pads, ones, int(groups), layout)
     if (x_arr.shape[0] == 0 or min(geo.out_spatial, default=0) < 1
             or choose_conv_method(geo, x_arr.itemsize) != "gemm"
             or not pooling_in_conv_pays(geo, fused, x_arr.itemsize)
@@ -361,7 +363,7 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
         y = _conv(x, weight, bias, 1, padding, 1, groups, "zeros", "auto", spatial_dims, fn)
         return _max_pool(y, pool, pool, 0, 1, False, False, spatial_dims, pool_fn)
     w_big, b_big = pooled_weight(w_arr, b_arr, pool, int(groups))
-    spec = ConvSpec(pool, pads, ones, int(groups), "zeros", "gemm", layout)
+    spec = ConvRequest(pool, pads, ones, int(groups), "zeros", "gemm", layout)
     saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
     y = conv_nd(x_arr, w_big, b_big, spec, saved)
     phased = phased_view(y, int(groups), pool)
@@ -377,7 +379,7 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
             gb = None if gb is None else pooled_bias_grad(gb, int(groups), pool)
         else:  # inf * W''s zeros would be NaN: the stride-1 convolution's own VJP
             g_conv = unpooled_gradient(g_phased, pool, geo.out_spatial)
-            gx, gw, gb = conv_nd_backward(x_arr, w_arr, g_conv, ConvSpec(ones, pads, ones,
+            gx, gw, gb = conv_nd_backward(x_arr, w_arr, g_conv, ConvRequest(ones, pads, ones,
                                                                          int(groups)),
                                           _needs(x), _needs(weight), _needs(bias))
         return (gx, gw, gb) if bias is not None else (gx, gw)
@@ -423,7 +425,7 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
     if any(o < 1 for o in out_spatial):
         raise ValueError(f"{fn}: output size {out_spatial} is not positive; padding {pads} "
                          f"is too large for input {x_arr.shape[2:]}")
-    spec = ConvSpec(stride_t, pads, dilation_t, int(groups), "zeros", algorithm)
+    spec = ConvRequest(stride_t, pads, dilation_t, int(groups), "zeros", algorithm)
     y = conv_transpose_nd(x_arr, w_arr, b_arr, spec, out_spatial)
 
     def vjp(g: np.ndarray) -> tuple[Any, ...]:
@@ -526,7 +528,7 @@ def _like_input(x: Any, indices: np.ndarray) -> np.ndarray | Tensor:
 
 
 def _pool_spec(in_spatial: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-               dilation: Any, ceil_mode: bool, fn: str) -> PoolSpec:
+               dilation: Any, ceil_mode: bool, fn: str) -> PoolRequest:
     """Normalise pooling arguments; PyTorch's rules: stride defaults to kernel_size and
     padding may be at most half the (undilated) kernel."""
     spatial_dims = len(in_spatial)
@@ -548,7 +550,7 @@ def _pool_spec(in_spatial: tuple[int, ...], kernel_size: Any, stride: Any, paddi
             f"{tuple(in_spatial)} is too small for kernel_size {kernel}, stride {stride_t}, "
             f"padding {padding_t}, dilation {dilation_t}"
         )
-    return PoolSpec(kernel, stride_t, padding_t, dilation_t, out_spatial)
+    return PoolRequest(kernel, stride_t, padding_t, dilation_t, out_spatial)
 
 
 def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any,

@@ -8,7 +8,7 @@ correlation does not, ``(f ⋆ g)[n] = sum_k f[n + k] conj(g[k])``, so
 
 Algorithms (``method``):
 
-* ``'direct'`` reuses the layer engine, :func:`cnnlab.ops.conv.conv_forward` (one GEMM over
+* ``'direct'`` reuses the layer engine, :func:`cnnlab.ops.gemm.conv_forward` (one GEMM over
   exact columns), with a batch of 1, one channel and the flipped kernel; the zero padding
   that selects the mode is folded into the engine's grid.
 * ``'fft'`` is :func:`fftconvolve`: the convolution theorem with real transforms
@@ -40,8 +40,8 @@ import numpy as np
 import scipy.fft as sfft
 
 from cnnlab.ops._args import prod
-from cnnlab.ops.conv import COLS_BUDGET_BYTES, conv_forward, conv_geometry
 from cnnlab.ops.fft import fft_flops
+from cnnlab.ops.gemm import COLS_BUDGET_BYTES, conv_forward, gemm_plan
 
 __all__ = [
     "choose_conv_method",
@@ -186,7 +186,7 @@ def _gemm_correlate(x: np.ndarray, w: np.ndarray, pairs: tuple[tuple[int, int], 
     """Zero-padded correlation of one N-D array with one kernel through the layer engine."""
     ones = (1,) * x.ndim
     x4, w4 = x[None, None], w[None, None]
-    geo = conv_geometry(x4.shape, w4.shape, ones, pairs, ones, 1)
+    geo = gemm_plan(x4.shape, w4.shape, ones, pairs, ones, 1)
     return conv_forward(x4, w4, geo)[0, 0]
 
 

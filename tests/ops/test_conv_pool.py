@@ -21,7 +21,7 @@ from cnnlab.ops.conv_pool import (
     pooled_weight_grad,
     unpooled_gradient,
 )
-from cnnlab.ops.pool import PoolSpec, max_over_phases, max_pool_taps
+from cnnlab.ops.pool import PoolRequest, max_over_phases, max_pool_taps
 
 POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
@@ -119,7 +119,7 @@ def test_max_over_phases_takes_pytorchs_choice_among_ties_and_nan() -> None:
     phased = windows.reshape(len(windows), 1, 2, 2, 1)  # (N, g, 2, 2, C)
     out, taps = max_over_phases(phased, 2)
     x = windows.reshape(len(windows), 1, 2, 2)  # the same windows as 2x2 images
-    spec = PoolSpec((2, 2), (2, 2), (0, 0), (1, 1), (1, 1))
+    spec = PoolRequest((2, 2), (2, 2), (0, 0), (1, 1), (1, 1))
     expected, expected_taps, _ = max_pool_taps(x, spec)
     np.testing.assert_array_equal(out.reshape(-1), expected.reshape(-1))
     chosen = [t.reshape(len(windows), -1)[:, 0] for t in taps]
@@ -257,10 +257,10 @@ def test_opposite_infinities_give_no_warning() -> None:
 
 
 def test_conv_geometry_refuses_an_unknown_layout() -> None:
-    from cnnlab.ops.conv import conv_geometry
+    from cnnlab.ops.gemm import gemm_plan
 
     with pytest.raises(ValueError, match="layout must be"):
-        conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "rows")
+        gemm_plan((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, "rows")
 
 
 def test_callers_error_settings_hold_in_the_input_gradient() -> None:

@@ -16,13 +16,13 @@ from math import comb
 import numpy as np
 
 from ._args import prod
-from .conv import all_finite
+from .gemm import all_finite
 from .pad import pad_backward, pad_forward
 from .windows import window_adjoint, window_padding, window_view
 
 
 @dataclass(frozen=True)
-class PoolSpec:
+class PoolRequest:
     """Canonical settings of one fixed-window pooling (``padding``: the same on both sides)."""
 
     kernel: tuple[int, ...]
@@ -93,7 +93,7 @@ def _argmax_like_torch(columns: np.ndarray) -> np.ndarray:
     return arg
 
 
-def _axis_taps(a: np.ndarray, axis: int, spec: PoolSpec) -> list[np.ndarray]:
+def _axis_taps(a: np.ndarray, axis: int, spec: PoolRequest) -> list[np.ndarray]:
     """The ``kernel[axis]`` strided views of ``a`` (N, C, *spatial) along spatial ``axis``:
     view ``t`` holds ``a[..., o*s + t*d, ...]`` for ``o < out_spatial[axis]``."""
     k, s, d, o = (spec.kernel[axis], spec.stride[axis], spec.dilation[axis],
@@ -102,7 +102,7 @@ def _axis_taps(a: np.ndarray, axis: int, spec: PoolSpec) -> list[np.ndarray]:
     return [a[(*lead, slice(t * d, t * d + (o - 1) * s + 1, s))] for t in range(k)]
 
 
-def _axis_max(a: np.ndarray, axis: int, spec: PoolSpec, nan_aware: bool
+def _axis_max(a: np.ndarray, axis: int, spec: PoolRequest, nan_aware: bool
               ) -> tuple[np.ndarray, np.ndarray]:
     """Running max along one spatial axis: (max, tap index along that axis), PyTorch's rule.
 
@@ -139,7 +139,7 @@ def _running_max(taps: list[np.ndarray], nan_aware: bool) -> tuple[np.ndarray, n
     return out, arg
 
 
-def max_pool_taps(x: np.ndarray, spec: PoolSpec
+def max_pool_taps(x: np.ndarray, spec: PoolRequest
                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...], bool]:
     """x (N, C, *spatial) -> (max (N, C, *out), per-axis tap indices of each max, whether
     the max is finite everywhere).
@@ -161,7 +161,7 @@ def max_pool_taps(x: np.ndarray, spec: PoolSpec
     return out, taps, finite
 
 
-def _separable_max(padded: np.ndarray, spec: PoolSpec, nan_aware: bool
+def _separable_max(padded: np.ndarray, spec: PoolRequest, nan_aware: bool
                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     out, taps = padded, []
     for axis in reversed(range(len(spec.kernel))):
@@ -235,7 +235,7 @@ def _route_to_chosen(grad: np.ndarray, arg: np.ndarray, views: list[np.ndarray],
             np.copyto(view, grad, where=arg == index)
 
 
-def _flat_taps(taps: tuple[np.ndarray, ...], spec: PoolSpec) -> np.ndarray:
+def _flat_taps(taps: tuple[np.ndarray, ...], spec: PoolRequest) -> np.ndarray:
     """Per-axis tap indices -> the C-order tap index into ``kernel`` of each window's max."""
     out_shape = taps[0].shape
     ndim = len(spec.kernel)
@@ -255,7 +255,7 @@ def _flat_taps(taps: tuple[np.ndarray, ...], spec: PoolSpec) -> np.ndarray:
 
 
 def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.ndarray, ...],
-                           in_spatial: tuple[int, ...], spec: PoolSpec,
+                           in_spatial: tuple[int, ...], spec: PoolRequest,
                            out_finite: bool = False) -> np.ndarray:
     """VJP of :func:`max_pool_taps`: the stages in reverse, each sending an output's gradient
     to the tap it chose along its axis (overlapping windows add up). ``out_finite``: the
@@ -300,7 +300,7 @@ def max_pool_taps_backward(grad: np.ndarray, out: np.ndarray, taps: tuple[np.nda
     return pad_backward(grad, pads)
 
 
-def max_pool_nd(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+def max_pool_nd(x: np.ndarray, spec: PoolRequest) -> tuple[np.ndarray, np.ndarray]:
     """x (N, C, *spatial) -> (max (N, C, *out), flat input indices (N, C, *out) int64).
 
     Padding is -inf. ``indices[n, c, o]`` is the row-major index into ``spatial`` of the
@@ -311,7 +311,7 @@ def max_pool_nd(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _flat_indices(out: np.ndarray, arg: np.ndarray, in_spatial: tuple[int, ...],
-                  spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+                  spec: PoolRequest) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.unravel_index(arg, spec.kernel)
     # A window whose max is -inf (all -inf, or padding only) keeps PyTorch's initial index:
     # its first in-bounds tap, k = ceil(max(-start, 0) / d) per axis.
@@ -335,7 +335,7 @@ def max_pool_nd_backward(grad: np.ndarray, indices: np.ndarray, in_spatial: tupl
 # Average pooling.
 
 
-def avg_pool_divisor(in_spatial: tuple[int, ...], spec: PoolSpec, count_include_pad: bool,
+def avg_pool_divisor(in_spatial: tuple[int, ...], spec: PoolRequest, count_include_pad: bool,
                      divisor_override: int | None) -> np.ndarray | int:
     """The divisor of each window (*out), as PyTorch's AvgPoolKernel.cpp.
 
@@ -358,7 +358,7 @@ def avg_pool_divisor(in_spatial: tuple[int, ...], spec: PoolSpec, count_include_
     return divisor
 
 
-def avg_pool_nd(x: np.ndarray, spec: PoolSpec, count_include_pad: bool = True,
+def avg_pool_nd(x: np.ndarray, spec: PoolRequest, count_include_pad: bool = True,
                 divisor_override: int | None = None) -> np.ndarray:
     """x (N, C, *spatial) -> window sums / :func:`avg_pool_divisor`, (N, C, *out)."""
     ndim = len(spec.kernel)
@@ -371,7 +371,7 @@ def avg_pool_nd(x: np.ndarray, spec: PoolSpec, count_include_pad: bool = True,
     return (sums / divisor).astype(x.dtype, copy=False)
 
 
-def avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...], spec: PoolSpec,
+def avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...], spec: PoolRequest,
                          count_include_pad: bool = True, divisor_override: int | None = None
                          ) -> np.ndarray:
     """VJP of :func:`avg_pool_nd`: ``grad / divisor`` spread over each window (col2im)."""
@@ -392,7 +392,7 @@ def avg_pool_nd_backward(grad: np.ndarray, in_spatial: tuple[int, ...], spec: Po
 # so y = (sum x^p)^(1/p) away from ceil-mode overhang, and the gradient is zero where a = 0.
 
 
-def lp_pool_nd(x: np.ndarray, norm_type: float, spec: PoolSpec) -> np.ndarray:
+def lp_pool_nd(x: np.ndarray, norm_type: float, spec: PoolRequest) -> np.ndarray:
     """x (N, C, *spatial) -> (N, C, *out); ``norm_type`` = +-inf is max of |x| / -max(-|x|)."""
     if norm_type == np.inf:
         return max_pool_nd(np.abs(x), spec)[0]
@@ -403,7 +403,7 @@ def lp_pool_nd(x: np.ndarray, norm_type: float, spec: PoolSpec) -> np.ndarray:
         return (sums ** (1.0 / norm_type)).astype(x.dtype, copy=False)
 
 
-def lp_pool_nd_backward(grad: np.ndarray, x: np.ndarray, norm_type: float, spec: PoolSpec
+def lp_pool_nd_backward(grad: np.ndarray, x: np.ndarray, norm_type: float, spec: PoolRequest
                         ) -> np.ndarray:
     """VJP of :func:`lp_pool_nd` (PyTorch's chain rule, including its zero at a = 0)."""
     if abs(norm_type) == np.inf:
