@@ -50,12 +50,14 @@ def cnnlab_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int, mode:
         return step
 
     def forced() -> Any:  # the strided convolution whatever the cost model says
-        saved = F.pooling_in_conv_pays
-        F.pooling_in_conv_pays = lambda *args: True
+        from cnnlab.functional import conv_pool
+
+        saved = conv_pool.pooling_in_conv_pays
+        conv_pool.pooling_in_conv_pays = lambda *args: True
         try:
             return step()
         finally:
-            F.pooling_in_conv_pays = saved
+            conv_pool.pooling_in_conv_pays = saved
 
     return forced
 

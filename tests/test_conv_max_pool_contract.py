@@ -541,15 +541,15 @@ def test_mixed_or_integer_dtypes_behave_like_two_ops(xdtype, wdtype) -> None:
 
 
 def _good() -> dict:
-    return {"x": np.zeros((2, 4, 6, 6)), "weight": np.zeros((6, 2, 3, 3)),
+    return {"input": np.zeros((2, 4, 6, 6)), "weight": np.zeros((6, 2, 3, 3)),
             "bias": np.zeros(6), "padding": 0, "groups": 2, "pool_size": 2}
 
 
 BAD = {
-    "wrong channel count": ({"x": np.zeros((2, 3, 6, 6))}, ValueError),
+    "wrong channel count": ({"input": np.zeros((2, 3, 6, 6))}, ValueError),
     "groups do not divide out channels": ({"weight": np.zeros((5, 2, 3, 3))}, ValueError),
     "groups do not divide in channels": (
-        {"x": np.zeros((2, 3, 6, 6)), "weight": np.zeros((6, 1, 3, 3)), "groups": 2},
+        {"input": np.zeros((2, 3, 6, 6)), "weight": np.zeros((6, 1, 3, 3)), "groups": 2},
         ValueError),
     "groups zero": ({"groups": 0}, ValueError),
     "groups negative": ({"groups": -2}, ValueError),
@@ -560,9 +560,9 @@ BAD = {
     "pool zero": ({"pool_size": 0}, ValueError),
     "pool negative": ({"pool_size": -1}, ValueError),
     "pool tuple wrong length": ({"pool_size": (2, 2, 2)}, ValueError),
-    "kernel larger than input": ({"x": np.zeros((2, 4, 2, 2))}, ValueError),
-    "x rank too high": ({"x": np.zeros((1, 2, 4, 6, 6))}, ValueError),
-    "x rank too low": ({"x": np.zeros((4, 6))}, ValueError),
+    "kernel larger than input": ({"input": np.zeros((2, 4, 2, 2))}, ValueError),
+    "x rank too high": ({"input": np.zeros((1, 2, 4, 6, 6))}, ValueError),
+    "x rank too low": ({"input": np.zeros((4, 6))}, ValueError),
     "weight 2-D": ({"weight": np.zeros((6, 2))}, ValueError),
     "negative padding": ({"padding": -1}, ValueError),
     "unknown padding string": ({"padding": "sideways"}, ValueError),
@@ -571,11 +571,11 @@ BAD = {
     "pool string": ({"pool_size": "2"}, (TypeError, ValueError)),
     "groups float": ({"groups": 2.0}, (TypeError, ValueError)),
     "pool bool": ({"pool_size": True}, (TypeError, ValueError)),
-    "groups bool": ({"groups": True, "x": np.zeros((2, 2, 6, 6)),
+    "groups bool": ({"groups": True, "input": np.zeros((2, 2, 6, 6)),
                      "weight": np.zeros((6, 2, 3, 3))}, (TypeError, ValueError)),
-    "x not numeric": ({"x": "abc"}, (TypeError, ValueError)),
+    "x not numeric": ({"input": "abc"}, (TypeError, ValueError)),
     "weight None": ({"weight": None}, (TypeError, ValueError)),
-    "x None": ({"x": None}, (TypeError, ValueError)),
+    "x None": ({"input": None}, (TypeError, ValueError)),
 }
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cnnlab import Tensor, nn
 from cnnlab import functional as F
+from cnnlab.functional import conv_pool as fused_module
 from cnnlab.autograd import grad
 from cnnlab.ops.conv_pool import (
     phased_view,
@@ -66,7 +67,7 @@ def test_fused_equals_conv_then_max_pool_with_gradients(c: dict) -> None:
     upstream = rng.standard_normal(_two_ops(x, w, b, **kw).shape)
     expected, expected_grads = _values_and_grads(_two_ops, x, w, b, upstream, **kw)
     # The strided convolution whatever the cost model would pick for these small shapes.
-    with mock.patch.object(F, "pooling_in_conv_pays", lambda *args: True):
+    with mock.patch.object(fused_module, "pooling_in_conv_pays", lambda *args: True):
         ours, ours_grads = _values_and_grads(
             lambda xt, wt, bt, padding, groups, pool: F.conv_max_pool(
                 xt, wt, bt, padding, groups, pool), x, w, b, upstream, **kw)
@@ -231,10 +232,8 @@ def test_sequential_does_not_fuse_a_patched_or_extended_layer(monkeypatch, patch
 def test_cost_model_keeps_wide_layers_as_two_ops(monkeypatch) -> None:
     # The shifted kernels multiply zeros: 4x the work for a 1x1 kernel, 1.8x for a 3x3 one.
     # Layers with many input channels are GEMM-bound and stay two ops (bench_conv_pool.py).
-    import cnnlab.functional as functional
-
     calls = []
-    monkeypatch.setattr(functional, "pooled_weight",
+    monkeypatch.setattr(fused_module, "pooled_weight",
                         lambda *a: calls.append(a[0].shape) or pooled_weight(*a))
     rng = np.random.default_rng(10)
     for c_in, k, size in [(64, 1, 8), (64, 3, 16), (1, 5, 28), (6, 5, 14)]:

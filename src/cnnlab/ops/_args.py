@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -218,3 +219,157 @@ def ceil_div(a: int, b: int) -> int:
 
 def prod(values: Sequence[int]) -> int:
     return math.prod(values)
+
+
+# ---------------------------------------------------------------------------------------
+# Option checks and the pooling, window and unpooling arguments of the functional layer.
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    """Canonical settings of one fixed-window pooling (``padding``: the same on both sides)."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+
+
+def is_default_stride(stride: Any) -> bool:
+    """PyTorch's pooling reads ``stride=None`` and an empty ``stride=()`` as "the kernel
+    size" (``torch.nn.functional.max_pool2d``: "Default: kernel_size")."""
+    return stride is None or (isinstance(stride, Sequence) and not isinstance(stride, str)
+                              and len(stride) == 0)
+
+
+def check_groups(groups: Any, fn: str) -> None:
+    """``groups`` is an int >= 1 (TypeError for another type, ValueError below 1)."""
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"{fn}: groups must be an int, got {type(groups).__name__} {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+
+
+def check_choice(value: Any, allowed: Sequence[str], name: str, fn: str) -> str:
+    """``value`` itself when it is one of the names in ``allowed``; otherwise a TypeError
+    (not a string) or ValueError (an unknown name) in the one template every option check
+    uses: ``"conv2d: padding_mode must be one of ('zeros', ...), got 'wrap'"``.
+
+    >>> check_choice("fft", ("auto", "fft"), "algorithm", "conv2d")
+    'fft'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{fn}: {name} must be one of {tuple(allowed)}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{fn}: {name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def check_dim(dim: Any, ndim: int, fn: str) -> int:
+    """A dimension index of a ``ndim``-D array, negative counting from the end -> [0, ndim)."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{fn}: dim must be an int, got {type(dim).__name__} {dim!r}")
+    if ndim == 0 or not -ndim <= dim < ndim:
+        raise ValueError(f"{fn}: dim must be in [{-ndim}, {ndim}) for a {ndim}-D input, "
+                         f"got {dim}")
+    return int(dim) % ndim
+
+
+def pool_request(in_spatial: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
+                 dilation: Any, ceil_mode: bool, fn: str) -> PoolRequest:
+    """Normalise pooling arguments; PyTorch's rules: stride defaults to kernel_size and
+    padding may be at most half the (undilated) kernel."""
+    spatial_dims = len(in_spatial)
+    kernel = to_tuple(kernel_size, spatial_dims, "kernel_size", fn)
+    stride_t = kernel if is_default_stride(stride) else to_tuple(stride, spatial_dims,
+                                                                 "stride", fn)
+    padding_t = to_tuple(padding, spatial_dims, "padding", fn, minimum=0)
+    dilation_t = to_tuple(dilation, spatial_dims, "dilation", fn)
+    half = tuple(k // 2 for k in kernel)
+    if any(p > h for p, h in zip(padding_t, half, strict=True)):
+        raise ValueError(
+            f"{fn}: padding {padding_t} must be <= kernel_size // 2 {half} in every "
+            f"dimension, got kernel_size {kernel}"
+        )
+    out_spatial = pool_output_shape(in_spatial, kernel, stride_t, padding_t, dilation_t,
+                                    bool(ceil_mode))
+    if any(o < 1 for o in out_spatial):
+        raise ValueError(
+            f"{fn}: output size {out_spatial} must be >= 1 in every dimension; input "
+            f"{tuple(in_spatial)} is too small for kernel_size {kernel}, stride {stride_t}, "
+            f"padding {padding_t}, dilation {dilation_t}"
+        )
+    return PoolRequest(kernel, stride_t, padding_t, dilation_t, out_spatial)
+
+
+def adaptive_output_size(output_size: Any, in_spatial: tuple[int, ...], fn: str
+                         ) -> tuple[int, ...]:
+    """int or tuple, where ``None`` keeps that input size -> positive ints."""
+    ndim = len(in_spatial)
+    if output_size is None:
+        output_size = in_spatial
+    elif (isinstance(output_size, Sequence) and not isinstance(output_size, str)
+          and len(output_size) == ndim):
+        pairs = zip(in_spatial, output_size, strict=True)
+        output_size = tuple(n if o is None else o for n, o in pairs)
+    return to_tuple(output_size, ndim, "output_size", fn)
+
+
+def unpool_output_size(in_spatial: tuple[int, ...], kernel: tuple[int, ...],
+                        stride: tuple[int, ...], padding: tuple[int, ...], output_size: Any,
+                        fn: str) -> tuple[int, ...]:
+    """Default ``(n - 1)*s - 2p + k``; a given size must lie strictly within one stride of
+    it (``torch.nn.functional.unpool_output_size``)."""
+    ndim = len(in_spatial)
+    default = tuple((n - 1) * s - 2 * p + k
+                    for n, k, s, p in zip(in_spatial, kernel, stride, padding, strict=True))
+    if output_size is None:
+        sizes = default
+    else:
+        if (isinstance(output_size, Sequence) and not isinstance(output_size, str)
+                and len(output_size) == ndim + 2):
+            output_size = tuple(output_size)[2:]
+        sizes = to_tuple(output_size, ndim, "output_size", fn)
+        for axis, (size, base, s) in enumerate(zip(sizes, default, stride, strict=True)):
+            if not base - s < size < base + s:
+                raise ValueError(
+                    f"{fn}: output_size[{axis}] must be strictly between {base - s} and "
+                    f"{base + s} (default {base} +- stride {s}), got {size}"
+                )
+    if any(o < 1 for o in sizes):
+        raise ValueError(f"{fn}: output size {sizes} must be >= 1 in every dimension")
+    return sizes
+
+
+def window_rank(*sizes: Any) -> int:
+    """Spatial rank of unfold/fold: the first argument given as a tuple, else 2 (torch)."""
+    for size in sizes:
+        if isinstance(size, Sequence) and not isinstance(size, str) and len(size) > 0:
+            return len(size)
+    return 2
+
+
+def window_args(kernel_size: Any, dilation: Any, padding: Any, stride: Any,
+                 spatial_dims: int, fn: str) -> tuple[tuple[int, ...], ...]:
+    kernel = to_tuple(kernel_size, spatial_dims, "kernel_size", fn)
+    dilation_t = to_tuple(dilation, spatial_dims, "dilation", fn)
+    padding_t = to_tuple(padding, spatial_dims, "padding", fn, minimum=0)
+    stride_t = to_tuple(stride, spatial_dims, "stride", fn)
+    return kernel, dilation_t, padding_t, stride_t
+
+
+def block_grid(in_spatial: tuple[int, ...], kernel: tuple[int, ...],
+                dilation: tuple[int, ...], padding: tuple[int, ...],
+                stride: tuple[int, ...], fn: str) -> tuple[int, ...]:
+    """Number of sliding blocks per axis (the convolution output size), each >= 1."""
+    blocks = conv_output_shape(in_spatial, kernel, stride, tuple((p, p) for p in padding),
+                               dilation)
+    if any(b < 1 for b in blocks):
+        raise ValueError(
+            f"{fn}: no sliding block fits: spatial size {tuple(in_spatial)} with padding "
+            f"{padding} is smaller than the dilated kernel "
+            f"{tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))}"
+        )
+    return blocks

@@ -10,26 +10,14 @@ per-dimension tuples, validated by the caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 
-from ._args import prod
+from ._args import PoolRequest, prod
 from .gemm import all_finite
 from .pad import pad_backward, pad_forward
 from .windows import window_adjoint, window_padding, window_view
-
-
-@dataclass(frozen=True)
-class PoolRequest:
-    """Canonical settings of one fixed-window pooling (``padding``: the same on both sides)."""
-
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    out_spatial: tuple[int, ...]
 
 
 def _output_grids(out_spatial: tuple[int, ...]) -> list[np.ndarray]:

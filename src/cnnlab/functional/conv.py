@@ -1,0 +1,263 @@
+"""Convolution and transposed convolution layers as functions: ``conv``, ``conv1d/2d/3d``,
+``conv_transpose1d/2d/3d``.
+
+Each public function checks and normalises its arguments once (``ops/_args.py``), builds a
+:class:`cnnlab.ops.dispatch.ConvRequest` and binds the dispatcher's forward to its VJP
+(``ops/dispatch.py``, which runs ``ops/gemm.py``, ``ops/fft.py`` or ``ops/reference.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..ops._args import (
+    PADDING_MODES,
+    check_choice,
+    check_groups,
+    conv_output_shape,
+    conv_padding,
+    conv_transpose_output_shape,
+    pad_pairs,
+    to_tuple,
+)
+from ..ops.dispatch import (
+    ALGORITHMS,
+    ConvRequest,
+    conv_nd,
+    conv_nd_backward,
+    conv_transpose_nd,
+    conv_transpose_nd_backward,
+)
+from ..ops.pad import check_pad_fits
+from ._binding import (
+    ArrayOrTensor,
+    IntOrTuple,
+    _batched,
+    _float_arrays,
+    _needs,
+    _wrap,
+)
+
+# Largest conv input for which the forward keeps anything for the weight gradient (its
+# columns when they fit cnnlab.ops.gemm.KEEP_COLS_BYTES, else its padded grid); above it
+# the backward rebuilds the grid rather than hold a second copy of a large activation.
+KEEP_GRID_BYTES = 16 * 2**20
+
+
+def _conv_checks(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, groups: int,
+                 spatial_dims: int, fn: str) -> None:
+    if w.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"{fn}: weight must be {spatial_dims + 2}-D (C_out, C_in/groups, *kernel), "
+            f"got shape {w.shape}"
+        )
+    check_groups(groups, fn)
+    if w.shape[1] * groups != x.shape[1]:
+        raise ValueError(
+            f"{fn}: weight.shape[1]*groups ({w.shape[1]}*{groups} = {w.shape[1] * groups}) "
+            f"must equal input.shape[1] ({x.shape[1]})"
+        )
+    if w.shape[0] % groups:
+        raise ValueError(
+            f"{fn}: weight.shape[0] (out_channels {w.shape[0]}) must be divisible by "
+            f"groups ({groups})"
+        )
+    if any(k < 1 for k in w.shape[2:]) or w.shape[0] < 1:
+        raise ValueError(f"{fn}: weight sizes must be positive, got shape {w.shape}")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"{fn}: bias must have shape ({w.shape[0]},), got {b.shape}")
+
+
+def conv(
+    input: ArrayOrTensor,
+    weight: ArrayOrTensor,
+    bias: ArrayOrTensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | Sequence[Sequence[int]] | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> ArrayOrTensor:
+    """N-D convolution layer (cross-correlation), the one implementation behind conv1d/2d/3d.
+
+    Parameters
+    ----------
+    input : (N, C_in, *spatial) or (C_in, *spatial)
+    weight : (C_out, C_in/groups, *kernel)
+    bias : (C_out,) or None
+    stride, dilation : int or tuple of one int per spatial dimension (>= 1)
+    padding : int, per-dimension tuple, per-side pairs ``((lo, hi), ...)``, or ``'valid'``,
+        ``'same'`` (``ceil(n / stride)`` outputs), ``'full'`` or ``'causal'`` (1-D).
+    groups : C_in and C_out split into ``groups`` independent blocks.
+    padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
+    algorithm : ``'auto'`` (cost model), ``'gemm'`` or ``'fft'``.
+
+    Returns
+    -------
+    (N, C_out, *out) with ``out = floor((n + lo + hi - d*(k-1) - 1) / s) + 1``
+    (:func:`cnnlab.ops._args.conv_output_shape`)::
+
+        y[n, o, p] = bias[o] + sum_{c, k} x_pad[n, g(o)*C_in/groups + c, p*s + k*d] w[o, c, k]
+
+    >>> conv(np.ones((1, 1, 4)), np.ones((1, 1, 3))).tolist()
+    [[[3.0, 3.0]]]
+    """
+    return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                 None, "conv")
+
+
+def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: int | None,
+                   fn: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, bool]:
+    """A convolution's checked arrays: (x batched, w, b, spatial_dims, whether x was
+    unbatched); ``spatial_dims`` None takes it from the weight."""
+    arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
+    x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
+    if spatial_dims is None:
+        spatial_dims = w_arr.ndim - 2
+        if spatial_dims < 1:
+            raise ValueError(f"{fn}: weight must be at least 3-D, got shape {w_arr.shape}")
+    x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
+    _conv_checks(x_arr, w_arr, b_arr, groups, spatial_dims, fn)
+    return x_arr, w_arr, b_arr, spatial_dims, unbatched
+
+
+def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+          groups: int, padding_mode: str, algorithm: str, spatial_dims: int | None, fn: str
+          ) -> ArrayOrTensor:
+    x_arr, w_arr, b_arr, spatial_dims, unbatched = _conv_operands(x, weight, bias, groups,
+                                                                   spatial_dims, fn)
+    check_choice(padding_mode, PADDING_MODES, "padding_mode", fn)
+    check_choice(algorithm, ALGORITHMS, "algorithm", fn)
+    kernel = w_arr.shape[2:]
+    stride_t = to_tuple(stride, spatial_dims, "stride", fn)
+    dilation_t = to_tuple(dilation, spatial_dims, "dilation", fn)
+    pads = conv_padding(padding, x_arr.shape[2:], kernel, stride_t, dilation_t, fn)
+    if padding_mode != "zeros":
+        check_pad_fits(x_arr.shape[2:], pads, padding_mode, fn)
+    out_spatial = conv_output_shape(x_arr.shape[2:], kernel, stride_t, pads, dilation_t)
+    if any(o < 1 for o in out_spatial):
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_arr.shape[2:], pads))
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation_t))
+        raise ValueError(
+            f"{fn}: kernel (dilated size {extent}) is larger than the padded input "
+            f"{padded}"
+        )
+    spec = ConvRequest(stride_t, pads, dilation_t, int(groups), padding_mode, algorithm)
+    # Training: keep the forward's input grid for the weight gradient (when small).
+    saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
+    y = conv_nd(x_arr, w_arr, b_arr, spec, saved)
+
+    def vjp(g: np.ndarray) -> tuple[Any, ...]:
+        gx, gw, gb = conv_nd_backward(x_arr, w_arr, g, spec, _needs(x), _needs(weight),
+                                      _needs(bias), saved)
+        return (gx, gw, gb) if bias is not None else (gx, gw)
+
+    return _wrap(y, [x, weight, bias], vjp, unbatched)
+
+
+def conv1d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
+           stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
+           groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
+           ) -> ArrayOrTensor:
+    """1-D convolution: input (N, C_in, L), weight (C_out, C_in/groups, k). See :func:`conv`."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                 1, "conv1d")
+
+
+def conv2d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
+           stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
+           groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
+           ) -> ArrayOrTensor:
+    """2-D convolution: input (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW). See
+    :func:`conv`."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                 2, "conv2d")
+
+
+def conv3d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
+           stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
+           groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
+           ) -> ArrayOrTensor:
+    """3-D convolution: input (N, C_in, D, H, W), weight (C_out, C_in/groups, kD, kH, kW)."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                 3, "conv3d")
+
+
+def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                    output_padding: Any, groups: int, dilation: Any, spatial_dims: int,
+                    algorithm: str, fn: str) -> ArrayOrTensor:
+    arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
+    x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
+    x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
+    if w_arr.ndim != spatial_dims + 2:
+        raise ValueError(f"{fn}: weight must be {spatial_dims + 2}-D "
+                         f"(C_in, C_out/groups, *kernel), got shape {w_arr.shape}")
+    check_groups(groups, fn)
+    if w_arr.shape[0] != x_arr.shape[1]:
+        raise ValueError(f"{fn}: weight.shape[0] ({w_arr.shape[0]}) must equal "
+                         f"input.shape[1] ({x_arr.shape[1]})")
+    if x_arr.shape[1] % groups:
+        raise ValueError(f"{fn}: input channels ({x_arr.shape[1]}) must be divisible by "
+                         f"groups ({groups})")
+    c_out = w_arr.shape[1] * groups
+    if b_arr is not None and b_arr.shape != (c_out,):
+        raise ValueError(f"{fn}: bias must have shape ({c_out},), got {b_arr.shape}")
+    check_choice(algorithm, ALGORITHMS, "algorithm", fn)
+    kernel = w_arr.shape[2:]
+    stride_t = to_tuple(stride, spatial_dims, "stride", fn)
+    dilation_t = to_tuple(dilation, spatial_dims, "dilation", fn)
+    pads = pad_pairs(padding, spatial_dims, "padding", fn)
+    out_pad = to_tuple(output_padding, spatial_dims, "output_padding", fn, minimum=0)
+    for axis, (op, s, d) in enumerate(zip(out_pad, stride_t, dilation_t)):
+        if op >= max(s, d):
+            raise ValueError(f"{fn}: output_padding ({op}) must be smaller than stride ({s}) "
+                             f"or dilation ({d}) in spatial dim {axis}")
+    out_spatial = conv_transpose_output_shape(x_arr.shape[2:], kernel, stride_t, pads,
+                                              dilation_t, out_pad)
+    if any(o < 1 for o in out_spatial):
+        raise ValueError(f"{fn}: output size {out_spatial} is not positive; padding {pads} "
+                         f"is too large for input {x_arr.shape[2:]}")
+    spec = ConvRequest(stride_t, pads, dilation_t, int(groups), "zeros", algorithm)
+    y = conv_transpose_nd(x_arr, w_arr, b_arr, spec, out_spatial)
+
+    def vjp(g: np.ndarray) -> tuple[Any, ...]:
+        gx, gw, gb = conv_transpose_nd_backward(x_arr, w_arr, g, spec, _needs(x),
+                                                _needs(weight), _needs(bias))
+        return (gx, gw, gb) if bias is not None else (gx, gw)
+
+    return _wrap(y, [x, weight, bias], vjp, unbatched)
+
+
+def conv_transpose1d(input: ArrayOrTensor, weight: ArrayOrTensor,
+                     bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
+                     padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
+    """1-D transposed convolution: input (N, C_in, L), weight (C_in, C_out/groups, k).
+
+    Output length ``(L-1)*s - 2p + d*(k-1) + output_padding + 1``
+    (:func:`cnnlab.ops._args.conv_transpose_output_shape`).
+    """
+    return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, 1, algorithm, "conv_transpose1d")
+
+
+def conv_transpose2d(input: ArrayOrTensor, weight: ArrayOrTensor,
+                     bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
+                     padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
+    """2-D transposed convolution: input (N, C_in, H, W), weight (C_in, C_out/groups, kH, kW)."""
+    return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, 2, algorithm, "conv_transpose2d")
+
+
+def conv_transpose3d(input: ArrayOrTensor, weight: ArrayOrTensor,
+                     bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
+                     padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
+    """3-D transposed convolution: input (N, C_in, D, H, W), weight (C_in, C_out/groups, *k)."""
+    return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, 3, algorithm, "conv_transpose3d")
