@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _check import assert_close, check_op, finite_difference_grad
+from _check import assert_close, check_op, finite_difference_grad, tolerance
 from cnnlab import Tensor, no_grad
 from cnnlab import autograd as ag
 
@@ -487,3 +487,40 @@ def test_no_grad_is_per_thread():
         other.join()
     with no_grad():
         assert not ag.is_grad_enabled()
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_tensor_methods_and_functional_ops_are_one_implementation(name):
+    """``Tensor.relu()``, ``autograd.relu`` and ``F.relu`` (and sigmoid, tanh) give the same
+    values and gradients on NaN, infinities, zero and signed values, and so does torch
+    (relu keeps NaN; its gradient passes where the input is NaN, as torch's
+    threshold_backward)."""
+    import cnnlab.functional as F
+
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -2.5, 3.0, 1e-300])
+    upstream = np.linspace(-1.0, 2.0, x.size)
+    torch_x = torch.tensor(x, requires_grad=True)
+    expected = getattr(torch, name)(torch_x)
+    expected.backward(torch.tensor(upstream))
+    results = []
+    for apply in (lambda t: getattr(t, name)(), getattr(ag, name), getattr(F, name)):
+        t = Tensor(x.copy(), requires_grad=True)
+        out = apply(t)
+        out.backward(upstream)
+        results.append((out.data, t.grad))
+    for values, grads in results[1:]:  # the same code: the same bits
+        np.testing.assert_array_equal(values, results[0][0])
+        np.testing.assert_array_equal(grads, results[0][1])
+    values, grads = results[0]
+    atol, rtol = tolerance(np.float64)
+    assert_close(values, expected.detach().numpy(), atol, rtol, f"{name} values")
+    assert_close(grads, torch_x.grad.numpy(), atol, rtol, f"{name} gradient")
+
+
+def test_tensor_flatten_is_the_functional_flatten_with_its_checks():
+    import cnnlab.functional as F
+
+    t = Tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+    assert t.flatten(1).shape == F.flatten(t, 1).shape == (2, 12)
+    with pytest.raises(ValueError, match=r"flatten: start_dim \(2\) must not come after"):
+        t.flatten(2, 1)

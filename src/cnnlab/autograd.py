@@ -290,6 +290,8 @@ class Tensor:
     def log(self) -> Tensor:
         return log(self)
 
+    # relu, tanh, sigmoid and flatten are the functional layer's (one implementation each;
+    # it imports this module, so the module-level names below import it at call time).
     def relu(self) -> Tensor:
         return relu(self)
 
@@ -379,24 +381,24 @@ def abs_(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
-    mask = a.data > 0
-    return Tensor.from_op(np.where(mask, a.data, 0).astype(a.dtype, copy=False), (a,),
-                          lambda g: (g * mask,))
+    """:func:`cnnlab.functional.relu` (NaN stays NaN, as in PyTorch); also ``Tensor.relu``."""
+    from .functional import relu as functional_relu  # the layer above: import at call time
+
+    return functional_relu(a)
 
 
 def tanh(a: Tensor) -> Tensor:
-    out = np.tanh(a.data)
-    return Tensor.from_op(out, (a,), lambda g: (g * (1 - out * out),))
+    """:func:`cnnlab.functional.tanh`; also ``Tensor.tanh``."""
+    from .functional import tanh as functional_tanh
+
+    return functional_tanh(a)
 
 
 def sigmoid(a: Tensor) -> Tensor:
-    out = _stable_sigmoid(a.data)
-    return Tensor.from_op(out, (a,), lambda g: (g * out * (1 - out),))
+    """:func:`cnnlab.functional.sigmoid`; also ``Tensor.sigmoid``."""
+    from .functional import sigmoid as functional_sigmoid
 
-
-def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return functional_sigmoid(a)
 
 
 def where(condition: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
@@ -494,9 +496,10 @@ def reshape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    start, end = start_dim % max(a.ndim, 1), end_dim % max(a.ndim, 1)
-    shape = (*a.shape[:start], int(np.prod(a.shape[start:end + 1])), *a.shape[end + 1:])
-    return reshape(a, shape)
+    """:func:`cnnlab.functional.flatten`; also ``Tensor.flatten``."""
+    from .functional import flatten as functional_flatten
+
+    return functional_flatten(a, start_dim, end_dim)
 
 
 def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
