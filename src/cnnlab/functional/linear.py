@@ -42,8 +42,11 @@ def linear(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
     if w_arr.ndim != 2:
         raise ValueError(f"{fn}: weight must be 2-D (out_features, in_features), got shape "
                          f"{w_arr.shape}")
-    if x_arr.ndim < 1 or x_arr.shape[-1] != w_arr.shape[1]:
-        raise ValueError(f"{fn}: input.shape[-1] ({x_arr.shape[-1:]}) must equal "
+    if x_arr.ndim < 1:
+        raise ValueError(f"{fn}: input must be at least 1-D (*, in_features), got a 0-D "
+                         f"array")
+    if x_arr.shape[-1] != w_arr.shape[1]:
+        raise ValueError(f"{fn}: input.shape[-1] ({x_arr.shape[-1]}) must equal "
                          f"weight.shape[1] (in_features {w_arr.shape[1]})")
     if b_arr is not None and b_arr.shape != (w_arr.shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({w_arr.shape[0]},), got {b_arr.shape}")

@@ -32,8 +32,19 @@ from ._binding import (
 def pad(input: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0
         ) -> ArrayOrTensor:
     """Pad the last ``len(pad) // 2`` axes; ``pad`` lists (left, right) from the LAST axis
-    backwards, as in ``torch.nn.functional.pad``. ``mode``: ``'constant'``, ``'reflect'``,
-    ``'replicate'`` or ``'circular'``. Negative values crop.
+    backwards, as in ``torch.nn.functional.pad``. ``mode``: ``'constant'`` (``value``),
+    ``'reflect'``, ``'replicate'`` or ``'circular'``. Negative values crop, in every mode,
+    as PyTorch's do (circular wraps the cropped input; reflect and replicate read the
+    original one).
+
+    Parameters
+    ----------
+    input : (*, n_1, ..., n_d), d = len(pad) // 2
+    pad : (lo_d, hi_d, ..., lo_1, hi_1) ints
+
+    Returns
+    -------
+    (*, n_1 + lo_1 + hi_1, ..., n_d + lo_d + hi_d)
 
     >>> pad(np.arange(3.0), (1, 2)).tolist()
     [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]
@@ -48,20 +59,45 @@ def pad(input: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value:
     check_choice(mode, ("constant", "reflect", "replicate", "circular"), "mode", fn)
     dims = len(pad) // 2
     pairs = tuple((int(pad[2 * i]), int(pad[2 * i + 1])) for i in reversed(range(dims)))
-    grow = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pairs)
     spatial = x_arr.shape[x_arr.ndim - dims:]
-    crop = tuple(slice(-min(lo, 0), n - (-min(hi, 0))) for n, (lo, hi) in zip(spatial, pairs))
+    for axis, (n, (lo, hi)) in enumerate(zip(spatial, pairs)):
+        if n + lo + hi < 0:
+            raise ValueError(f"{fn}: pad ({lo}, {hi}) of axis {x_arr.ndim - dims + axis} "
+                             f"(size {n}) leaves a negative size {n + lo + hi}")
+    grow = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pairs)
+    # Negative values crop. PyTorch's order: circular padding wraps the cropped input, while
+    # reflect and replicate index the original input (pad, then crop); the two differ where
+    # one side crops and the other reflects past it: pad (2, -4) of [1, ..., 6] with
+    # 'reflect' is [3, 2, 1, 2]. Zeros are the same either way (crop first: less to copy).
+    pad_first = mode in ("reflect", "replicate")
+    before = x_arr.shape[x_arr.ndim - dims:] if pad_first else tuple(
+        n + min(lo, 0) + min(hi, 0) for n, (lo, hi) in zip(spatial, pairs))
     if mode != "constant":
-        check_pad_fits(tuple(s.stop - s.start for s in crop), grow, mode, fn)
-    cropped = x_arr[(Ellipsis, *crop)]
-    out = pad_forward(cropped, grow, mode, value)
-    out = np.array(out, copy=True) if out is cropped else out
+        check_pad_fits(before, grow, mode, fn)
+    kernel_mode = mode if mode != "constant" else "zeros"
 
-    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-        g_cropped = pad_backward(g, grow, mode if mode != "constant" else "zeros")
-        full = np.zeros_like(x_arr)
-        full[(Ellipsis, *crop)] = g_cropped
-        return (full,)
+    def crop(sizes: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(-min(lo, 0), n + min(hi, 0)) for n, (lo, hi) in zip(sizes, pairs))
+
+    if pad_first:
+        padded = pad_forward(x_arr, grow, mode, value)
+        kept = crop(padded.shape[padded.ndim - dims:])
+        out = np.array(padded[(Ellipsis, *kept)], copy=True)
+
+        def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+            g_padded = np.zeros(padded.shape, g.dtype)
+            g_padded[(Ellipsis, *kept)] = g
+            return (pad_backward(g_padded, grow, kernel_mode),)
+    else:
+        kept = crop(spatial)
+        cropped = x_arr[(Ellipsis, *kept)]
+        out = pad_forward(cropped, grow, mode, value)
+        out = np.array(out, copy=True) if out is cropped else out
+
+        def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+            full = np.zeros_like(x_arr)
+            full[(Ellipsis, *kept)] = pad_backward(g, grow, kernel_mode)
+            return (full,)
 
     return _wrap(out, [input], vjp, False)
 

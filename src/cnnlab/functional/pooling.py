@@ -14,6 +14,7 @@ from ..ops._args import (
     PADDING_MODES,
     adaptive_output_size,
     check_choice,
+    is_default_stride,
     pool_request,
     prod,
     to_tuple,
@@ -315,7 +316,8 @@ def _max_unpool(x: Any, indices: Any, kernel_size: Any, stride: Any, padding: An
     x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
     index_arr = index_arr.reshape(x_arr.shape).astype(np.int64, copy=False)
     kernel = to_tuple(kernel_size, spatial_dims, "kernel_size", fn)
-    stride_t = kernel if stride is None else to_tuple(stride, spatial_dims, "stride", fn)
+    stride_t = kernel if is_default_stride(stride) else to_tuple(stride, spatial_dims,
+                                                                 "stride", fn)
     padding_t = to_tuple(padding, spatial_dims, "padding", fn, minimum=0)
     out_spatial = unpool_output_size(x_arr.shape[2:], kernel, stride_t, padding_t,
                                       output_size, fn)
