@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from cnnlab import Tensor, nn
 from cnnlab import functional as F
-from cnnlab.functional import conv_pool as fused_module
 from cnnlab.autograd import grad
+from cnnlab.functional import conv_pool as fused_module
 from cnnlab.ops.conv_pool import (
     phased_view,
     pooled_bias_grad,

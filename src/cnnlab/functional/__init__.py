@@ -14,7 +14,9 @@ fused convolution + max pooling), ``pooling``, ``padding`` (pad, unfold, fold),
 
 from ._binding import ArrayOrTensor, IntOrTuple
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
-from .conv import (
+from .conv_pool import _conv_max_pool as _conv_max_pool  # nn.Sequential's fusion pass
+from .conv_pool import conv_max_pool
+from .convolution import (
     conv,
     conv1d,
     conv2d,
@@ -23,9 +25,7 @@ from .conv import (
     conv_transpose2d,
     conv_transpose3d,
 )
-from .conv_pool import _conv_max_pool as _conv_max_pool  # nn.Sequential's fusion pass
-from .conv_pool import conv_max_pool
-from .linear import flatten, linear
+from .dense import flatten, linear
 from .loss import (
     REDUCTIONS,
     binary_cross_entropy_with_logits,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..ops._args import (
+    all_finite,
     conv_padding,
     prod,
     to_tuple,
@@ -28,7 +29,7 @@ from ..ops.dispatch import (
     conv_nd_backward,
     pooling_in_conv_pays,
 )
-from ..ops.gemm import all_finite, gemm_plan
+from ..ops.gemm import gemm_plan
 from ..ops.pool import (
     max_over_phases,
     max_over_phases_backward,
@@ -39,7 +40,7 @@ from ._binding import (
     _needs,
     _wrap,
 )
-from .conv import KEEP_GRID_BYTES, _conv, _conv_operands
+from .convolution import KEEP_GRID_BYTES, _conv, _conv_operands
 from .pooling import _max_pool
 
 
@@ -64,13 +65,23 @@ def conv_max_pool(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTens
     ----------
     input : (N, C_in, *spatial) or (C_in, *spatial)
     weight : (C_out, C_in/groups, *kernel)
+        Its rank minus 2 sets the number of spatial dimensions, as in :func:`conv`.
     bias : (C_out,) or None
     padding, groups : as :func:`conv`
     pool_size : int or one int per spatial dimension (>= 1)
+        The pooling window and its stride.
 
     Returns
     -------
-    (N, C_out, *(conv_out // pool_size)), ``conv_out`` the stride-1 convolution's size.
+    (N, C_out, *pooled) or (C_out, *pooled)
+        ``pooled = conv_out // pool_size`` (floor mode), ``conv_out`` the stride-1
+        convolution's size ``n + lo + hi - (k-1)``
+        (:func:`cnnlab.ops._args.conv_output_shape` with stride and dilation 1).
+
+    Examples
+    --------
+    The convolution of ``0, ..., 7`` with ``[1, 1, 1]`` is ``[3, 6, 9, 12, 15, 18]``;
+    pairs then keep their maximum:
 
     >>> conv_max_pool(np.arange(8.0).reshape(1, 1, 8), np.ones((1, 1, 3))).tolist()
     [[[6.0, 12.0, 18.0]]]

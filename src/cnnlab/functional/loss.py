@@ -1,7 +1,7 @@
 """Losses as functions: cross_entropy, nll_loss, mse_loss, binary_cross_entropy_with_logits.
 
-Each loss has one fused VJP (``softmax - onehot`` for cross-entropy) instead of a graph of
-primitives: they run in every training step."""
+Each checks its arguments (class indices against the scores, weights, shapes) and binds the
+kernel and fused VJP of :mod:`cnnlab.ops.loss`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor
+from ..ops import loss as kernels
 from ..ops._args import (
     check_choice,
 )
+from ..ops.loss import REDUCTIONS
 from ._binding import (
     ArrayOrTensor,
     _float_arrays,
@@ -20,9 +22,6 @@ from ._binding import (
     _needs,
     _wrap,
 )
-from .activation import _sigmoid_parts
-
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def _class_target(target: Any, scores: np.ndarray, ignore_index: int, fn: str
@@ -58,24 +57,6 @@ def _class_target(target: Any, scores: np.ndarray, ignore_index: int, fn: str
     return scores, target_arr, valid, unbatched
 
 
-def _at_target(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``scores[n, target[n, *d], *d]``: (N, C, *d), (N, *d) -> (N, *d)."""
-    if scores.ndim == 2:
-        return scores[np.arange(scores.shape[0]), target]
-    return np.take_along_axis(scores, target[:, None], axis=1)[:, 0]
-
-
-def _add_at_target(scores: np.ndarray, target: np.ndarray, values: Any) -> None:
-    """``scores[n, target[n, *d], *d] += values`` in place (one class per position)."""
-    if scores.ndim == 2:
-        scores[np.arange(scores.shape[0]), target] += values
-        return
-    values = np.broadcast_to(values, target.shape)
-    index = target[:, None]
-    picked = np.take_along_axis(scores, index, axis=1)
-    np.put_along_axis(scores, index, picked + np.expand_dims(values, 1), axis=1)
-
-
 def _constant(value: Any, dtype: np.dtype, name: str, fn: str) -> np.ndarray | None:
     """A constant operand (class or element weights; no gradient) in the input's dtype."""
     if value is None:
@@ -93,23 +74,14 @@ def _class_weight(weight: Any, scores: np.ndarray, fn: str) -> np.ndarray | None
     return w
 
 
-def _reduce(loss: np.ndarray, reduction: str, denominator: float) -> np.ndarray:
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    return np.asarray(total / denominator if reduction == "mean" else total)
-
-
-def _reduction_scale(g: np.ndarray, unbatched: bool, reduction: str, denominator: float
-                     ) -> np.ndarray:
-    """Upstream gradient of each element's loss: (N, *d) for 'none', else a scalar."""
-    if reduction == "none":
-        return g[None] if unbatched else g
-    return g / denominator if reduction == "mean" else g
-
-
 def _batch_out(out: np.ndarray, unbatched: bool, reduction: str) -> np.ndarray:
+    """An unbatched input's per-element losses lose the batch axis the kernel ran with."""
     return out[0] if unbatched and reduction == "none" else out
+
+
+def _batched_loss_grad(g: np.ndarray, unbatched: bool, reduction: str) -> np.ndarray:
+    """The upstream gradient in the kernel's batched layout (adjoint of :func:`_batch_out`)."""
+    return g[None] if unbatched and reduction == "none" else g
 
 
 def cross_entropy(
@@ -153,52 +125,15 @@ def cross_entropy(
     logits = _float_input(input, fn)
     logits, safe_target, valid, unbatched = _class_target(target, logits, ignore_index, fn)
     w = _class_weight(weight, logits, fn)
-    num_classes = logits.shape[1]
-
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    sum_exp = exp.sum(axis=1, keepdims=True)
-    log_probs = shifted
-    log_probs -= np.log(sum_exp)
-
-    # Weight of the target class per element (zero where ignored), and the mean's divisor.
-    target_weight = None if w is None else w[safe_target]
-    if valid is not None:
-        target_weight = valid.astype(logits.dtype) if w is None else target_weight * valid
-    loss = -_at_target(log_probs, safe_target)
-    if target_weight is not None:
-        loss *= target_weight
-    class_w = 1 if w is None else w.reshape((1, -1) + (1,) * (logits.ndim - 2))
-    if label_smoothing > 0:
-        smooth = -(log_probs * class_w).sum(axis=1)
-        if valid is not None:
-            smooth *= valid
-        loss = (1 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
-    denominator = float(loss.size if target_weight is None else target_weight.sum())
-    out = _batch_out(_reduce(loss, reduction, denominator), unbatched, reduction)
+    loss, saved = kernels.cross_entropy(logits, safe_target, valid, w, label_smoothing,
+                                        reduction)
 
     def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-        scale = _reduction_scale(g, unbatched, reduction, denominator)
-        grad = exp / sum_exp  # softmax
-        if target_weight is None and label_smoothing == 0:
-            _add_at_target(grad, safe_target, -1)
-        else:
-            # grad = softmax * sum_c q_c - q, with q = hot * onehot + smooth (per class).
-            hot = ((1 - label_smoothing) * target_weight if target_weight is not None
-                   else np.full(safe_target.shape, 1 - label_smoothing, logits.dtype))
-            smooth_total = label_smoothing * (1.0 if w is None else float(w.mean()))
-            if valid is not None:
-                mask = valid.astype(logits.dtype)
-            total = hot + (smooth_total if valid is None else smooth_total * mask)
-            grad *= np.expand_dims(total, 1)
-            if label_smoothing > 0:
-                smooth = (label_smoothing / num_classes) * class_w
-                grad -= smooth if valid is None else smooth * np.expand_dims(mask, 1)
-            _add_at_target(grad, safe_target, -hot)
-        grad *= np.expand_dims(scale, 1) if reduction == "none" else scale
+        grad = kernels.cross_entropy_backward(_batched_loss_grad(g, unbatched, reduction),
+                                              saved)
         return (grad[0] if unbatched else grad,)
 
-    return _wrap(out, [input], vjp, False)
+    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False)
 
 
 def nll_loss(
@@ -211,8 +146,22 @@ def nll_loss(
 ) -> ArrayOrTensor:
     """Negative log-likelihood ``-w[y] * input[n, y]`` of log-probabilities.
 
-    Shapes and ``reduction`` as :func:`cross_entropy` (``input`` holds log-probabilities,
-    e.g. from :func:`log_softmax` over dim 1).
+    Parameters
+    ----------
+    input : (N, C), (N, C, d1, ..., dk) or (C,)
+        Log-probabilities (e.g. :func:`log_softmax` over dim 1); the class axis is 1.
+    target : int array (N,), (N, d1, ..., dk) or ()
+        Class indices in ``[0, C)``, or ``ignore_index`` (contributes nothing).
+    weight : (C,) or None, a constant per-class rescaling.
+    reduction : ``'mean'`` (by the summed weights of the non-ignored targets), ``'sum'``
+        or ``'none'``.
+
+    Returns
+    -------
+    Scalar, or (N, d1, ..., dk) with ``reduction='none'``.
+
+    >>> round(float(nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1]))), 4)
+    0.2877
     """
     fn = "nll_loss"
     check_choice(reduction, REDUCTIONS, "reduction", fn)
@@ -220,23 +169,15 @@ def nll_loss(
     log_probs, safe_target, valid, unbatched = _class_target(target, log_probs,
                                                              ignore_index, fn)
     w = _class_weight(weight, log_probs, fn)
-    target_weight = None if w is None else w[safe_target]
-    if valid is not None:
-        target_weight = valid.astype(log_probs.dtype) if w is None else target_weight * valid
-    loss = -_at_target(log_probs, safe_target)
-    if target_weight is not None:
-        loss *= target_weight
-    denominator = float(loss.size if target_weight is None else target_weight.sum())
-    out = _batch_out(_reduce(loss, reduction, denominator), unbatched, reduction)
+    loss, weights, denominator = kernels.nll_loss(log_probs, safe_target, valid, w, reduction)
 
     def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-        scale = _reduction_scale(g, unbatched, reduction, denominator)
-        grad = np.zeros_like(log_probs)
-        hot = scale if target_weight is None else target_weight * scale
-        _add_at_target(grad, safe_target, -np.broadcast_to(hot, safe_target.shape))
+        grad = kernels.nll_loss_backward(_batched_loss_grad(g, unbatched, reduction),
+                                         log_probs.shape, log_probs.dtype, safe_target,
+                                         weights, reduction, denominator)
         return (grad[0] if unbatched else grad,)
 
-    return _wrap(out, [input], vjp, False)
+    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False)
 
 
 def _same_shape(input: np.ndarray, target: np.ndarray, fn: str) -> None:
@@ -250,8 +191,14 @@ def mse_loss(input: ArrayOrTensor, target: ArrayOrTensor, *, reduction: str = "m
              ) -> ArrayOrTensor:
     """Mean squared error ``(input - target)^2``, reduced by ``reduction``.
 
-    ``input`` and ``target`` have the same shape (no broadcasting); the result is a scalar,
-    or that shape with ``reduction='none'``. Gradients flow to both.
+    Parameters
+    ----------
+    input, target : (*), the same shape (no broadcasting); gradients flow to both.
+    reduction : ``'mean'``, ``'sum'`` or ``'none'``.
+
+    Returns
+    -------
+    Scalar, or (*) with ``reduction='none'``.
 
     >>> float(mse_loss(np.array([1.0, 3.0]), np.array([0.0, 0.0])))
     5.0
@@ -261,17 +208,10 @@ def mse_loss(input: ArrayOrTensor, target: ArrayOrTensor, *, reduction: str = "m
     arrays = _float_arrays(fn, ("input", "target"), input=input, target=target)
     x_arr, t_arr = arrays["input"], arrays["target"]
     _same_shape(x_arr, t_arr, fn)
-    diff = x_arr - t_arr
-    if reduction == "none":
-        out = diff * diff
-    else:
-        flat = diff.reshape(-1)
-        total = np.dot(flat, flat)
-        out = np.asarray(total / max(diff.size, 1) if reduction == "mean" else total)
+    out, diff = kernels.mse_loss(x_arr, t_arr, reduction)
 
     def vjp(g: np.ndarray) -> tuple[Any, Any]:
-        scale = 2 * g if reduction != "mean" else g * (2.0 / max(diff.size, 1))
-        grad = diff * scale
+        grad = kernels.mse_loss_backward(g, diff, reduction)
         return grad, (-grad if _needs(target) else None)
 
     return _wrap(out, [input, target], vjp, False)
@@ -308,6 +248,9 @@ def binary_cross_entropy_with_logits(
     -------
     Scalar, or (*) with ``reduction='none'``. Gradients flow to ``input`` (``w (sigmoid(x)
     (1 + (p - 1) t) - p t)``) and ``target``.
+
+    >>> float(binary_cross_entropy_with_logits(np.zeros(3), np.ones(3))) == float(np.log(2))
+    True
     """
     fn = "binary_cross_entropy_with_logits"
     check_choice(reduction, REDUCTIONS, "reduction", fn)
@@ -320,26 +263,7 @@ def binary_cross_entropy_with_logits(
         if extra is not None and not _broadcasts_to(extra.shape, x_arr.shape):
             raise ValueError(f"{fn}: {name} shape {extra.shape} must broadcast to input "
                              f"shape {x_arr.shape}")
-    sigma, e = _sigmoid_parts(x_arr)
-    softplus_neg = np.log1p(e)  # -log sigmoid(x) = max(-x, 0) + log(1 + exp(-|x|))
-    softplus_neg += np.maximum(-x_arr, 0)
-    positive_coef = 1 if p_arr is None else 1 + (p_arr - 1) * t_arr
-    loss = (1 - t_arr) * x_arr + positive_coef * softplus_neg
-    if w_arr is not None:
-        loss *= w_arr
-    out = _reduce(loss, reduction, float(max(loss.size, 1)))
-
-    def vjp(g: np.ndarray) -> tuple[Any, Any]:
-        scale = g if reduction != "mean" else g / max(loss.size, 1)
-        if w_arr is not None:
-            scale = scale * w_arr
-        grad_x = sigma * positive_coef
-        grad_x -= t_arr if p_arr is None else p_arr * t_arr
-        grad_x *= scale
-        grad_t = None
-        if _needs(target):
-            grad_t = -x_arr if p_arr is None else (p_arr - 1) * softplus_neg - x_arr
-            grad_t = grad_t * scale
-        return grad_x, grad_t
-
-    return _wrap(out, [input, target], vjp, False)
+    out, saved = kernels.binary_cross_entropy_with_logits(x_arr, t_arr, w_arr, p_arr,
+                                                          reduction)
+    return _wrap(out, [input, target], lambda g: kernels.binary_cross_entropy_with_logits_backward(
+        g, saved, _needs(target)), False)

@@ -39,15 +39,24 @@ def pad(input: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value:
 
     Parameters
     ----------
-    input : (*, n_1, ..., n_d), d = len(pad) // 2
-    pad : (lo_d, hi_d, ..., lo_1, hi_1) ints
+    input : (*, n_1, ..., n_d), d = len(pad) // 2 <= input.ndim
+    pad : (lo_d, hi_d, ..., lo_1, hi_1), 2*d ints
+        The last axis first, as in PyTorch; negative values crop.
+    mode : ``'constant'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
+    value : float
+        The fill of ``'constant'`` mode.
 
     Returns
     -------
     (*, n_1 + lo_1 + hi_1, ..., n_d + lo_d + hi_d)
+        Leading axes ``*`` unchanged; each padded size must be >= 0.
 
-    >>> pad(np.arange(3.0), (1, 2)).tolist()
-    [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]
+    Examples
+    --------
+    The first pair pads the last axis (columns), the second the one before it (rows):
+
+    >>> pad(np.ones((2, 2)), (1, 1, 0, 1)).tolist()
+    [[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     """
     fn = "pad"
     x_arr = _data(input)
@@ -111,17 +120,23 @@ def unfold(input: ArrayOrTensor, kernel_size: IntOrTuple, dilation: IntOrTuple =
     Parameters
     ----------
     input : (N, C, *spatial) or (C, *spatial)
+        ``len(spatial)`` is 2 for an int ``kernel_size``, else ``len(kernel_size)``.
     kernel_size, dilation, stride : int or tuple (>= 1).
     padding : int or tuple, zeros on both sides.
 
     Returns
     -------
-    (N, C*prod(kernel_size), L), ``L = prod(blocks)`` with ``blocks`` the convolution output
-    size (:func:`cnnlab.ops._args.conv_output_shape`); row ``c*prod(k) + flat(k)``.
-    :func:`fold` is its adjoint.
+    (N, C*prod(kernel_size), L) or (C*prod(kernel_size), L)
+        ``L = prod(blocks)``, ``blocks`` the convolution output size
+        (:func:`cnnlab.ops._args.conv_output_shape`); row ``c*prod(k) + flat(k)``, column
+        the block's flat position. :func:`fold` is its adjoint.
 
-    >>> unfold(np.arange(4.0).reshape(1, 1, 4), (2,), stride=(2,)).tolist()
-    [[[0.0, 2.0], [1.0, 3.0]]]
+    Examples
+    --------
+    The four 2x2 blocks of a 3x3 image are the four columns:
+
+    >>> unfold(np.arange(9.0).reshape(1, 3, 3), 2).tolist()
+    [[0.0, 1.0, 3.0, 4.0], [1.0, 2.0, 4.0, 5.0], [3.0, 4.0, 6.0, 7.0], [4.0, 5.0, 7.0, 8.0]]
     """
     fn = "unfold"
     spatial_dims = window_rank(kernel_size)
@@ -143,14 +158,20 @@ def fold(input: ArrayOrTensor, output_size: IntOrTuple, kernel_size: IntOrTuple,
     Parameters
     ----------
     input : (N, C*prod(kernel_size), L) or (C*prod(kernel_size), L)
-    output_size : spatial size of the result; an int means 2-D unless kernel_size is a tuple.
+    output_size : int or tuple
+        Spatial size of the result; an int means 2-D unless kernel_size is a tuple.
     kernel_size, dilation, padding, stride : as :func:`unfold`; L must equal the number of
         blocks that fit in ``output_size``.
 
     Returns
     -------
-    (N, C, *output_size); ``fold(unfold(x))`` is ``x`` times the number of blocks covering
-    each position.
+    (N, C, *output_size) or (C, *output_size)
+        Overlapping blocks add, so ``fold(unfold(x))`` is ``x`` times the number of blocks
+        covering each position.
+
+    Examples
+    --------
+    Three length-2 blocks of ones fold back into length 4; the middle is covered twice:
 
     >>> fold(np.ones((1, 2, 3)), (4,), (2,)).tolist()
     [[[1.0, 2.0, 2.0, 1.0]]]

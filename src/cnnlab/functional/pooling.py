@@ -45,7 +45,7 @@ from ._binding import (
     _like_input,
     _unary_op,
 )
-from .conv import _conv
+from .convolution import _conv
 
 
 def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
@@ -65,7 +65,27 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
 def max_pool1d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
                padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Any:
-    """1-D max pooling: input (N, C, L) or (C, L). See :func:`max_pool2d`."""
+    """1-D max pooling. See :func:`max_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    kernel_size, stride, padding, dilation : int or tuple of 1 int
+
+    Returns
+    -------
+    (N, C, L_out) or (C, L_out)
+        ``L_out = floor((L + 2p - d*(k-1) - 1) / s) + 1`` (or ceil,
+        :func:`cnnlab.ops._args.pool_output_shape`); with ``return_indices``,
+        ``(out, indices)``, indices into L.
+
+    Examples
+    --------
+    Stride defaults to the window; in floor mode the last, incomplete window is dropped:
+
+    >>> max_pool1d(np.array([[1.0, 3.0, 2.0, 5.0, 4.0]]), 2).tolist()
+    [[3.0, 5.0]]
+    """
     return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1,
                      "max_pool1d")
 
@@ -88,11 +108,17 @@ def max_pool2d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple
 
     Returns
     -------
-    (N, C, H_out, W_out) with ``out = floor((n + 2p - d*(k-1) - 1) / s) + 1`` (or ceil,
-    :func:`cnnlab.ops._args.pool_output_shape`); with ``return_indices``, ``(out, indices)``.
+    (N, C, H_out, W_out) or (C, H_out, W_out)
+        ``H_out = floor((H + 2p - d*(k-1) - 1) / s) + 1`` (or ceil), likewise ``W_out``
+        (:func:`cnnlab.ops._args.pool_output_shape`); with ``return_indices``,
+        ``(out, indices)``, indices of the output's shape.
 
-    >>> max_pool2d(np.array([[[1.0, 2.0], [4.0, 3.0]]]), 2, return_indices=True)[1].tolist()
-    [[[2]]]
+    Examples
+    --------
+    Each 2x2 block of a 4x4 image keeps its largest value:
+
+    >>> max_pool2d(np.arange(16.0).reshape(1, 4, 4), 2).tolist()
+    [[[5.0, 7.0], [13.0, 15.0]]]
     """
     return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2,
                      "max_pool2d")
@@ -101,7 +127,24 @@ def max_pool2d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple
 def max_pool3d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
                padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Any:
-    """3-D max pooling: input (N, C, D, H, W) or (C, D, H, W). See :func:`max_pool2d`."""
+    """3-D max pooling. See :func:`max_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    kernel_size, stride, padding, dilation : int or tuple of 3 ints
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out)
+        Each size by :func:`cnnlab.ops._args.pool_output_shape`; with ``return_indices``,
+        ``(out, indices)``, flat indices into (D, H, W).
+
+    Examples
+    --------
+    >>> max_pool3d(np.ones((1, 1, 4, 6, 6)), 2).shape
+    (1, 1, 2, 3, 3)
+    """
     return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 3,
                      "max_pool3d")
 
@@ -130,10 +173,26 @@ def avg_pool1d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple
                padding: IntOrTuple = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None
                ) -> ArrayOrTensor:
-    """1-D average pooling: input (N, C, L) or (C, L). See :func:`avg_pool2d`.
+    """1-D average pooling. See :func:`avg_pool2d` for every argument.
 
     ``torch.nn.functional.avg_pool1d`` has no ``divisor_override``; it is accepted here so
     that the three ranks share one signature.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    kernel_size, stride, padding : int or tuple of 1 int
+
+    Returns
+    -------
+    (N, C, L_out) or (C, L_out)
+        ``L_out = floor((L + 2p - k) / s) + 1`` (or ceil,
+        :func:`cnnlab.ops._args.pool_output_shape`).
+
+    Examples
+    --------
+    >>> avg_pool1d(np.array([[1.0, 2.0, 3.0, 4.0]]), 2).tolist()
+    [[1.5, 3.5]]
     """
     return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                      divisor_override, 1, "avg_pool1d")
@@ -157,7 +216,13 @@ def avg_pool2d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple
 
     Returns
     -------
-    (N, C, H_out, W_out), sizes from :func:`cnnlab.ops._args.pool_output_shape`.
+    (N, C, H_out, W_out) or (C, H_out, W_out)
+        ``H_out = floor((H + 2p - kH) / s) + 1`` (or ceil), likewise ``W_out``
+        (:func:`cnnlab.ops._args.pool_output_shape`).
+
+    Examples
+    --------
+    Each 2x2 block of a 4x4 image becomes its mean, e.g. ``(0 + 1 + 4 + 5) / 4``:
 
     >>> avg_pool2d(np.arange(16.0).reshape(1, 4, 4), 2).tolist()
     [[[2.5, 4.5], [10.5, 12.5]]]
@@ -170,7 +235,23 @@ def avg_pool3d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple
                padding: IntOrTuple = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None
                ) -> ArrayOrTensor:
-    """3-D average pooling: input (N, C, D, H, W) or (C, D, H, W). See :func:`avg_pool2d`."""
+    """3-D average pooling. See :func:`avg_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    kernel_size, stride, padding : int or tuple of 3 ints
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out)
+        Each size by :func:`cnnlab.ops._args.pool_output_shape`.
+
+    Examples
+    --------
+    >>> avg_pool3d(np.ones((2, 3, 4, 4, 4)), 2, stride=1).shape
+    (2, 3, 3, 3, 3)
+    """
     return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                      divisor_override, 3, "avg_pool3d")
 
@@ -191,7 +272,27 @@ def _lp_pool(x: Any, norm_type: float, kernel_size: Any, stride: Any, ceil_mode:
 
 def lp_pool1d(input: ArrayOrTensor, norm_type: float, kernel_size: IntOrTuple,
               stride: IntOrTuple | None = None, ceil_mode: bool = False) -> ArrayOrTensor:
-    """1-D power-average pooling: input (N, C, L) or (C, L). See :func:`lp_pool2d`."""
+    """1-D power-average pooling. See :func:`lp_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    norm_type : p, a non-zero number (or +-inf).
+    kernel_size, stride : int or tuple of 1 int
+
+    Returns
+    -------
+    (N, C, L_out) or (C, L_out)
+        ``L_out = floor((L - k) / s) + 1`` (or ceil,
+        :func:`cnnlab.ops._args.pool_output_shape`).
+
+    Examples
+    --------
+    With p = 2 a window gives its Euclidean norm:
+
+    >>> lp_pool1d(np.array([[3.0, 4.0]]), 2, 2).tolist()
+    [[5.0]]
+    """
     return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 1, "lp_pool1d")
 
 
@@ -212,7 +313,13 @@ def lp_pool2d(input: ArrayOrTensor, norm_type: float, kernel_size: IntOrTuple,
 
     Returns
     -------
-    (N, C, H_out, W_out), sizes from :func:`cnnlab.ops._args.pool_output_shape`.
+    (N, C, H_out, W_out) or (C, H_out, W_out)
+        ``H_out = floor((H - kH) / s) + 1`` (or ceil), likewise ``W_out``
+        (:func:`cnnlab.ops._args.pool_output_shape`).
+
+    Examples
+    --------
+    ``sqrt(4 * 3**2) = 6``:
 
     >>> lp_pool2d(np.full((1, 2, 2), 3.0), 2, 2).tolist()
     [[[6.0]]]
@@ -222,7 +329,24 @@ def lp_pool2d(input: ArrayOrTensor, norm_type: float, kernel_size: IntOrTuple,
 
 def lp_pool3d(input: ArrayOrTensor, norm_type: float, kernel_size: IntOrTuple,
               stride: IntOrTuple | None = None, ceil_mode: bool = False) -> ArrayOrTensor:
-    """3-D power-average pooling: input (N, C, D, H, W) or (C, D, H, W). See :func:`lp_pool2d`."""
+    """3-D power-average pooling. See :func:`lp_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    norm_type : p, a non-zero number (or +-inf).
+    kernel_size, stride : int or tuple of 3 ints
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out)
+        Each size by :func:`cnnlab.ops._args.pool_output_shape`.
+
+    Examples
+    --------
+    >>> lp_pool3d(np.ones((1, 1, 4, 4, 4)), 1, 2).shape
+    (1, 1, 2, 2, 2)
+    """
     return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 3, "lp_pool3d")
 
 
@@ -243,7 +367,24 @@ def _adaptive_pool(x: Any, output_size: Any, is_max: bool, return_indices: bool,
 
 
 def adaptive_avg_pool1d(input: ArrayOrTensor, output_size: IntOrTuple) -> ArrayOrTensor:
-    """1-D adaptive average pooling: input (N, C, L) or (C, L). See :func:`adaptive_avg_pool2d`."""
+    """1-D adaptive average pooling. See :func:`adaptive_avg_pool2d`.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    output_size : int or tuple of 1 int
+
+    Returns
+    -------
+    (N, C, output_size) or (C, output_size)
+
+    Examples
+    --------
+    Two outputs from five inputs: windows ``[0, 3)`` and ``[2, 5)`` overlap at 2.
+
+    >>> adaptive_avg_pool1d(np.array([[0.0, 1.0, 2.0, 3.0, 4.0]]), 2).tolist()
+    [[1.0, 3.0]]
+    """
     return _adaptive_pool(input, output_size, False, False, 1, "adaptive_avg_pool1d")
 
 
@@ -259,7 +400,13 @@ def adaptive_avg_pool2d(input: ArrayOrTensor, output_size: Any) -> ArrayOrTensor
 
     Returns
     -------
-    (N, C, H_out, W_out)
+    (N, C, H_out, W_out) or (C, H_out, W_out)
+        ``output_size`` whatever the input size, its ``None`` entries replaced by the
+        input's (:func:`cnnlab.ops._args.adaptive_output_size`).
+
+    Examples
+    --------
+    Columns ``[0, 2)`` and ``[1, 3)`` of ``[[0, 1, 2], [3, 4, 5]]``, averaged:
 
     >>> adaptive_avg_pool2d(np.arange(6.0).reshape(1, 2, 3), (1, 2)).tolist()
     [[[2.0, 3.0]]]
@@ -268,13 +415,50 @@ def adaptive_avg_pool2d(input: ArrayOrTensor, output_size: Any) -> ArrayOrTensor
 
 
 def adaptive_avg_pool3d(input: ArrayOrTensor, output_size: Any) -> ArrayOrTensor:
-    """3-D adaptive average pooling: input (N, C, D, H, W) or (C, D, H, W)."""
+    """3-D adaptive average pooling. See :func:`adaptive_avg_pool2d`.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    output_size : int or (D_out, H_out, W_out), ``None`` entries keep the input size.
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out)
+
+    Examples
+    --------
+    ``output_size=1`` is global average pooling:
+
+    >>> adaptive_avg_pool3d(np.ones((1, 3, 5, 7, 9)), 1).shape
+    (1, 3, 1, 1, 1)
+    """
     return _adaptive_pool(input, output_size, False, False, 3, "adaptive_avg_pool3d")
 
 
 def adaptive_max_pool1d(input: ArrayOrTensor, output_size: IntOrTuple,
                         return_indices: bool = False) -> Any:
-    """1-D adaptive max pooling: input (N, C, L) or (C, L). See :func:`adaptive_max_pool2d`."""
+    """1-D adaptive max pooling. See :func:`adaptive_max_pool2d`.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    output_size : int or tuple of 1 int
+    return_indices : also return the int64 index into L of each maximum.
+
+    Returns
+    -------
+    (N, C, output_size) or (C, output_size), or ``(out, indices)``.
+
+    Examples
+    --------
+    Windows ``[0, 3)`` and ``[2, 5)``: their maxima and where they are:
+
+    >>> out, indices = adaptive_max_pool1d(np.array([[0.0, 4.0, 1.0, 3.0, 2.0]]), 2,
+    ...                                    return_indices=True)
+    >>> out.tolist(), indices.tolist()
+    ([[4.0, 3.0]], [[1, 3]])
+    """
     return _adaptive_pool(input, output_size, True, return_indices, 1, "adaptive_max_pool1d")
 
 
@@ -290,8 +474,11 @@ def adaptive_max_pool2d(input: ArrayOrTensor, output_size: Any, return_indices: 
 
     Returns
     -------
-    (N, C, H_out, W_out), or ``(out, indices)``.
+    (N, C, H_out, W_out) or (C, H_out, W_out), or ``(out, indices)``
+        Sizes as :func:`adaptive_avg_pool2d`'s; indices of the output's shape.
 
+    Examples
+    --------
     >>> adaptive_max_pool2d(np.arange(6.0).reshape(1, 2, 3), 1).tolist()
     [[[5.0]]]
     """
@@ -300,7 +487,25 @@ def adaptive_max_pool2d(input: ArrayOrTensor, output_size: Any, return_indices: 
 
 def adaptive_max_pool3d(input: ArrayOrTensor, output_size: Any, return_indices: bool = False
                         ) -> Any:
-    """3-D adaptive max pooling: input (N, C, D, H, W) or (C, D, H, W)."""
+    """3-D adaptive max pooling. See :func:`adaptive_max_pool2d`.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    output_size : int or (D_out, H_out, W_out), ``None`` entries keep the input size.
+    return_indices : also return the int64 flat index into (D, H, W) of each maximum.
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out), or ``(out, indices)``.
+
+    Examples
+    --------
+    ``None`` keeps the depth:
+
+    >>> adaptive_max_pool3d(np.ones((1, 3, 5, 7, 9)), (None, 2, 2)).shape
+    (1, 3, 5, 2, 2)
+    """
     return _adaptive_pool(input, output_size, True, return_indices, 3, "adaptive_max_pool3d")
 
 
@@ -334,7 +539,24 @@ def _max_unpool(x: Any, indices: Any, kernel_size: Any, stride: Any, padding: An
 def max_unpool1d(input: ArrayOrTensor, indices: Any, kernel_size: IntOrTuple,
                  stride: IntOrTuple | None = None, padding: IntOrTuple = 0,
                  output_size: Sequence[int] | None = None) -> ArrayOrTensor:
-    """1-D max unpooling: input, indices (N, C, L) or (C, L). See :func:`max_unpool2d`."""
+    """1-D max unpooling. See :func:`max_unpool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    indices : int array of the input's shape, indices into L_out.
+    kernel_size, stride, padding : int or tuple of 1 int
+    output_size : (L_out,) or (N, C, L_out); default ``(L - 1)*s - 2p + k``.
+
+    Returns
+    -------
+    (N, C, L_out) or (C, L_out)
+
+    Examples
+    --------
+    >>> max_unpool1d(np.array([[3.0, 5.0]]), np.array([[1, 3]]), 2).tolist()
+    [[0.0, 3.0, 0.0, 5.0]]
+    """
     return _max_unpool(input, indices, kernel_size, stride, padding, output_size, 1,
                        "max_unpool1d")
 
@@ -347,14 +569,22 @@ def max_unpool2d(input: ArrayOrTensor, indices: Any, kernel_size: IntOrTuple,
     Parameters
     ----------
     input : (N, C, H, W) or (C, H, W)
-    indices : int array of x's shape, flat indices into (H_out, W_out) (from
-        ``max_pool2d(..., return_indices=True)``).
+    indices : int array of the input's shape
+        Flat indices into (H_out, W_out), as ``max_pool2d(..., return_indices=True)``
+        returns them.
     kernel_size, stride, padding : those of the max pooling; stride defaults to kernel_size.
-    output_size : (H_out, W_out) or (N, C, H_out, W_out); default ``(n - 1)*s - 2p + k``.
+    output_size : (H_out, W_out) or (N, C, H_out, W_out)
+        Default ``(n - 1)*s - 2p + k`` per axis (the input size of the pooling, up to its
+        floor); a given size must lie strictly within one stride of it
+        (:func:`cnnlab.ops._args.unpool_output_size`).
 
     Returns
     -------
-    (N, C, H_out, W_out)
+    (N, C, H_out, W_out) or (C, H_out, W_out)
+
+    Examples
+    --------
+    Flat index 2 of a 2x2 output is row 1, column 0:
 
     >>> max_unpool2d(np.array([[[5.0]]]), np.array([[[2]]]), 2).tolist()
     [[[0.0, 0.0], [5.0, 0.0]]]
@@ -366,7 +596,25 @@ def max_unpool2d(input: ArrayOrTensor, indices: Any, kernel_size: IntOrTuple,
 def max_unpool3d(input: ArrayOrTensor, indices: Any, kernel_size: IntOrTuple,
                  stride: IntOrTuple | None = None, padding: IntOrTuple = 0,
                  output_size: Sequence[int] | None = None) -> ArrayOrTensor:
-    """3-D max unpooling: input, indices (N, C, D, H, W) or (C, D, H, W)."""
+    """3-D max unpooling. See :func:`max_unpool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    indices : int array of the input's shape, flat indices into (D_out, H_out, W_out).
+    kernel_size, stride, padding : int or tuple of 3 ints
+    output_size : (D_out, H_out, W_out) or (N, C, D_out, H_out, W_out); default
+        ``(n - 1)*s - 2p + k`` per axis.
+
+    Returns
+    -------
+    (N, C, D_out, H_out, W_out) or (C, D_out, H_out, W_out)
+
+    Examples
+    --------
+    >>> max_unpool3d(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), dtype=np.int64), 2).shape
+    (1, 2, 2, 2)
+    """
     return _max_unpool(input, indices, kernel_size, stride, padding, output_size, 3,
                        "max_unpool3d")
 
@@ -390,7 +638,24 @@ def _blur_pool(x: Any, kernel_size: Any, stride: Any, padding_mode: str, spatial
 
 def blur_pool1d(input: ArrayOrTensor, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2,
                 padding_mode: str = "reflect") -> ArrayOrTensor:
-    """1-D anti-aliased downsampling: input (N, C, L) or (C, L). See :func:`blur_pool2d`."""
+    """1-D anti-aliased downsampling. See :func:`blur_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, L) or (C, L)
+    kernel_size, stride : int or tuple of 1 int (>= 1)
+
+    Returns
+    -------
+    (N, C, ceil(L / s)) or (C, ceil(L / s))
+
+    Examples
+    --------
+    With stride 1, only the blur: an impulse spreads as ``[1, 2, 1] / 4``.
+
+    >>> (blur_pool1d(np.array([[0.0, 0.0, 4.0, 0.0, 0.0]]), 3, 1).round(12) + 0.0).tolist()
+    [[0.0, 1.0, 2.0, 1.0, 0.0]]
+    """
     return _blur_pool(input, kernel_size, stride, padding_mode, 1, "blur_pool1d")
 
 
@@ -412,15 +677,34 @@ def blur_pool2d(input: ArrayOrTensor, kernel_size: IntOrTuple = 3, stride: IntOr
 
     Returns
     -------
-    (N, C, ceil(H / s_H), ceil(W / s_W))
+    (N, C, ceil(H / s_H), ceil(W / s_W)) or (C, ceil(H / s_H), ceil(W / s_W))
+        The convolution size rule (:func:`cnnlab.ops._args.conv_output_shape`) with
+        ``k - 1`` padding: ``floor((n - 1) / s) + 1 = ceil(n / s)``.
 
-    >>> (blur_pool1d(np.array([[0.0, 0.0, 4.0, 0.0, 0.0]]), 3, 1).round(12) + 0.0).tolist()
-    [[0.0, 1.0, 2.0, 1.0, 0.0]]
+    Examples
+    --------
+    >>> blur_pool2d(np.ones((1, 3, 7, 7))).shape
+    (1, 3, 4, 4)
     """
     return _blur_pool(input, kernel_size, stride, padding_mode, 2, "blur_pool2d")
 
 
 def blur_pool3d(input: ArrayOrTensor, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2,
                 padding_mode: str = "reflect") -> ArrayOrTensor:
-    """3-D anti-aliased downsampling: input (N, C, D, H, W) or (C, D, H, W)."""
+    """3-D anti-aliased downsampling. See :func:`blur_pool2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C, D, H, W) or (C, D, H, W)
+    kernel_size, stride : int or tuple of 3 ints (>= 1)
+
+    Returns
+    -------
+    (N, C, ceil(D / s_D), ceil(H / s_H), ceil(W / s_W)) or the same without N
+
+    Examples
+    --------
+    >>> blur_pool3d(np.ones((1, 2, 5, 5, 5))).shape
+    (1, 2, 3, 3, 3)
+    """
     return _blur_pool(input, kernel_size, stride, padding_mode, 3, "blur_pool3d")

@@ -213,6 +213,23 @@ def check_positive_shape(shape: Sequence[int], what: str, fn: str) -> None:
         raise ValueError(f"{fn}: {what} must be positive in every dimension, got {tuple(shape)}")
 
 
+# Arrays up to this many values are checked through a mask (one fast pass, no warnings);
+# larger ones through their sum, which needs no mask the size of the array.
+FINITE_MASK_VALUES = 2**22
+
+
+def all_finite(a: np.ndarray | None) -> bool:
+    """No NaN or inf in ``a`` (None counts as finite)."""
+    if a is None:
+        return True
+    if a.size <= FINITE_MASK_VALUES:
+        return bool(np.isfinite(a).all())
+    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then only
+    # take their slower NaN-aware path).
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or a finite overflow
+        return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -39,7 +39,13 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._args import PadPairs, ceil_div, conv_output_shape, prod
+from ._args import (  # noqa: F401 - all_finite: its old import path
+    PadPairs,
+    all_finite,
+    ceil_div,
+    conv_output_shape,
+    prod,
+)
 
 # Upper bound on one chunk's im2col buffer (and its gradient). 8 MiB keeps a chunk and the
 # weight within the L3 share of one core pair while leaving GEMMs wide enough to run at
@@ -696,20 +702,3 @@ def conv_backward(
     if grad_wm_t is not None:
         grad_w = _weight_from_matrix(grad_wm_t.transpose(0, 2, 1), w.shape)
     return grad_x, grad_w
-
-
-# Arrays up to this many values are checked through a mask (one fast pass, no warnings);
-# larger ones through their sum, which needs no mask the size of the array.
-FINITE_MASK_VALUES = 2**22
-
-
-def all_finite(a: np.ndarray | None) -> bool:
-    """No NaN or inf in ``a`` (None counts as finite)."""
-    if a is None:
-        return True
-    if a.size <= FINITE_MASK_VALUES:
-        return bool(np.isfinite(a).all())
-    # A sum is NaN/inf whenever an element is (and, rarely, on overflow: callers then only
-    # take their slower NaN-aware path).
-    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or a finite overflow
-        return bool(np.isfinite(np.add.reduce(a, axis=None)))

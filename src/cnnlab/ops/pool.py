@@ -14,8 +14,7 @@ from math import comb
 
 import numpy as np
 
-from ._args import PoolRequest, prod
-from .gemm import all_finite
+from ._args import PoolRequest, all_finite, prod
 from .pad import pad_backward, pad_forward
 from .windows import window_adjoint, window_padding, window_view
 

@@ -84,27 +84,36 @@ def conv(
 ) -> ArrayOrTensor:
     """N-D convolution layer (cross-correlation), the one implementation behind conv1d/2d/3d.
 
+    The number of spatial dimensions is the weight's rank minus 2.
+
     Parameters
     ----------
     input : (N, C_in, *spatial) or (C_in, *spatial)
+        Unbatched input gives unbatched output.
     weight : (C_out, C_in/groups, *kernel)
     bias : (C_out,) or None
     stride, dilation : int or tuple of one int per spatial dimension (>= 1)
     padding : int, per-dimension tuple, per-side pairs ``((lo, hi), ...)``, or ``'valid'``,
         ``'same'`` (``ceil(n / stride)`` outputs), ``'full'`` or ``'causal'`` (1-D).
-    groups : C_in and C_out split into ``groups`` independent blocks.
+    groups : int
+        C_in and C_out split into ``groups`` independent blocks.
     padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
     algorithm : ``'auto'`` (cost model), ``'gemm'`` or ``'fft'``.
 
     Returns
     -------
-    (N, C_out, *out) with ``out = floor((n + lo + hi - d*(k-1) - 1) / s) + 1``
-    (:func:`cnnlab.ops._args.conv_output_shape`)::
+    (N, C_out, *out) or (C_out, *out)
+        ``out = floor((n + lo + hi - d*(k-1) - 1) / s) + 1`` per spatial dimension
+        (:func:`cnnlab.ops._args.conv_output_shape`)::
 
-        y[n, o, p] = bias[o] + sum_{c, k} x_pad[n, g(o)*C_in/groups + c, p*s + k*d] w[o, c, k]
+            y[n, o, p] = bias[o] + sum_{c, k} x_pad[n, g(o)*C_in/groups + c, p*s + k*d] w[o, c, k]
 
-    >>> conv(np.ones((1, 1, 4)), np.ones((1, 1, 3))).tolist()
-    [[[3.0, 3.0]]]
+    Examples
+    --------
+    A 4-D weight makes a 2-D convolution; stride 2 and padding 1 halve 5 to 3:
+
+    >>> conv(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
+    (2, 4, 3, 3)
     """
     return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
                  None, "conv")
@@ -163,7 +172,27 @@ def conv1d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
            stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
            groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
            ) -> ArrayOrTensor:
-    """1-D convolution: input (N, C_in, L), weight (C_out, C_in/groups, k). See :func:`conv`."""
+    """1-D convolution (cross-correlation). See :func:`conv` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C_in, L) or (C_in, L)
+    weight : (C_out, C_in/groups, k)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    (N, C_out, L_out) or (C_out, L_out)
+        ``L_out = floor((L + lo + hi - d*(k-1) - 1) / s) + 1``
+        (:func:`cnnlab.ops._args.conv_output_shape`).
+
+    Examples
+    --------
+    The kernel slides unflipped (cross-correlation): ``1*1 + 0*2 - 1*3 = -2``.
+
+    >>> conv1d(np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[[1.0, 0.0, -1.0]]])).tolist()
+    [[-2.0, -2.0]]
+    """
     return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
                  1, "conv1d")
 
@@ -172,8 +201,28 @@ def conv2d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
            stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
            groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
            ) -> ArrayOrTensor:
-    """2-D convolution: input (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW). See
-    :func:`conv`."""
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``. See
+    :func:`conv` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C_in, H, W) or (C_in, H, W)
+    weight : (C_out, C_in/groups, kH, kW)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        ``H_out = floor((H + lo + hi - d*(kH-1) - 1) / s) + 1``, likewise ``W_out``
+        (:func:`cnnlab.ops._args.conv_output_shape`).
+
+    Examples
+    --------
+    Stride 2 with padding ``k // 2`` halves the image: ``floor((32 + 4 - 4 - 1) / 2) + 1``.
+
+    >>> conv2d(np.ones((1, 3, 32, 32)), np.ones((8, 3, 5, 5)), stride=2, padding=2).shape
+    (1, 8, 16, 16)
+    """
     return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
                  2, "conv2d")
 
@@ -182,7 +231,24 @@ def conv3d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
            stride: IntOrTuple = 1, padding: Any = 0, dilation: IntOrTuple = 1,
            groups: int = 1, padding_mode: str = "zeros", algorithm: str = "auto"
            ) -> ArrayOrTensor:
-    """3-D convolution: input (N, C_in, D, H, W), weight (C_out, C_in/groups, kD, kH, kW)."""
+    """3-D convolution (cross-correlation). See :func:`conv` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C_in, D, H, W) or (C_in, D, H, W)
+    weight : (C_out, C_in/groups, kD, kH, kW)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    (N, C_out, D_out, H_out, W_out) or (C_out, D_out, H_out, W_out)
+        Each size by :func:`cnnlab.ops._args.conv_output_shape`.
+
+    Examples
+    --------
+    >>> conv3d(np.ones((1, 1, 3, 3, 3)), np.ones((2, 1, 2, 2, 2))).shape
+    (1, 2, 2, 2, 2)
+    """
     return _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
                  3, "conv3d")
 
@@ -236,10 +302,27 @@ def conv_transpose1d(input: ArrayOrTensor, weight: ArrayOrTensor,
                      bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
                      padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
                      dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
-    """1-D transposed convolution: input (N, C_in, L), weight (C_in, C_out/groups, k).
+    """1-D transposed convolution, the adjoint of :func:`conv1d` (its input gradient). See
+    :func:`conv_transpose2d` for every argument.
 
-    Output length ``(L-1)*s - 2p + d*(k-1) + output_padding + 1``
-    (:func:`cnnlab.ops._args.conv_transpose_output_shape`).
+    Parameters
+    ----------
+    input : (N, C_in, L) or (C_in, L)
+    weight : (C_in, C_out/groups, k)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    (N, C_out, L_out) or (C_out, L_out)
+        ``L_out = (L-1)*s - lo - hi + d*(k-1) + output_padding + 1``
+        (:func:`cnnlab.ops._args.conv_transpose_output_shape`).
+
+    Examples
+    --------
+    Each input scatters ``input * weight`` at stride 2; overlaps add (``1 + 2 = 3``):
+
+    >>> conv_transpose1d(np.array([[[1.0, 2.0]]]), np.ones((1, 1, 3)), stride=2).tolist()
+    [[[1.0, 1.0, 3.0, 2.0, 2.0]]]
     """
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
                            dilation, 1, algorithm, "conv_transpose1d")
@@ -249,7 +332,39 @@ def conv_transpose2d(input: ArrayOrTensor, weight: ArrayOrTensor,
                      bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
                      padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
                      dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
-    """2-D transposed convolution: input (N, C_in, H, W), weight (C_in, C_out/groups, kH, kW)."""
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the adjoint
+    of :func:`conv2d` with the same stride, padding, dilation and groups (upsampling).
+
+    Parameters
+    ----------
+    input : (N, C_in, H, W) or (C_in, H, W)
+    weight : (C_in, C_out/groups, kH, kW)
+        Indexed as the matching :func:`conv2d`'s weight (C_out and C_in swap roles).
+    bias : (C_out,) or None
+    stride, dilation : int or tuple of 2 ints (>= 1)
+    padding : int, tuple of 2 ints or per-side pairs ``((lo, hi), (lo, hi))``, removed from
+        the output's borders (the padding of the matching :func:`conv2d`).
+    output_padding : int or tuple of 2 ints, each smaller than its stride or dilation
+        Extra rows/columns on the high side, to pick among the input sizes that a strided
+        :func:`conv2d` maps to the same output size.
+    groups : int
+        C_in and C_out split into ``groups`` independent blocks.
+    algorithm : ``'auto'`` (cost model), ``'gemm'`` or ``'fft'``.
+
+    Returns
+    -------
+    (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        ``H_out = (H-1)*s - lo - hi + d*(kH-1) + output_padding + 1``, likewise ``W_out``
+        (:func:`cnnlab.ops._args.conv_transpose_output_shape`).
+
+    Examples
+    --------
+    Kernel 4, stride 2, padding 1 doubles the size: ``15*2 - 2 + 3 + 1 = 32``.
+
+    >>> conv_transpose2d(np.ones((1, 8, 16, 16)), np.ones((8, 3, 4, 4)), stride=2,
+    ...                  padding=1).shape
+    (1, 3, 32, 32)
+    """
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
                            dilation, 2, algorithm, "conv_transpose2d")
 
@@ -258,6 +373,23 @@ def conv_transpose3d(input: ArrayOrTensor, weight: ArrayOrTensor,
                      bias: ArrayOrTensor | None = None, stride: IntOrTuple = 1,
                      padding: Any = 0, output_padding: IntOrTuple = 0, groups: int = 1,
                      dilation: IntOrTuple = 1, algorithm: str = "auto") -> ArrayOrTensor:
-    """3-D transposed convolution: input (N, C_in, D, H, W), weight (C_in, C_out/groups, *k)."""
+    """3-D transposed convolution. See :func:`conv_transpose2d` for every argument.
+
+    Parameters
+    ----------
+    input : (N, C_in, D, H, W) or (C_in, D, H, W)
+    weight : (C_in, C_out/groups, kD, kH, kW)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    (N, C_out, D_out, H_out, W_out) or (C_out, D_out, H_out, W_out)
+        Each size by :func:`cnnlab.ops._args.conv_transpose_output_shape`.
+
+    Examples
+    --------
+    >>> conv_transpose3d(np.ones((1, 2, 2, 2, 2)), np.ones((2, 1, 2, 2, 2)), stride=2).shape
+    (1, 1, 4, 4, 4)
+    """
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups,
                            dilation, 3, algorithm, "conv_transpose3d")

@@ -70,6 +70,15 @@ def linear(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
 def flatten(input: ArrayOrTensor, start_dim: int = 0, end_dim: int = -1) -> ArrayOrTensor:
     """Merge axes ``start_dim..end_dim`` (inclusive) into one, as ``torch.flatten``.
 
+    Parameters
+    ----------
+    input : (d_0, ..., d_{n-1})
+    start_dim, end_dim : the first and last axis merged (negative counts from the end)
+
+    Returns
+    -------
+    (d_0, ..., d_{start-1}, d_start * ... * d_end, d_{end+1}, ...), a view where NumPy can.
+
     >>> flatten(np.zeros((2, 3, 4)), 1).shape
     (2, 12)
     """
