@@ -14,6 +14,7 @@ import numpy as np
 from . import functional as F
 from . import nn
 from .autograd import Tensor, concatenate
+from .ops._args import check_choice
 
 
 class Logistic(nn.Module):
@@ -302,6 +303,5 @@ MODELS: dict[str, ModelInfo] = {
 def build_model(name: str, rng: np.random.Generator, input_shape: tuple[int, ...],
                 num_classes: int) -> nn.Module:
     """Build a registered model for inputs of ``input_shape`` (C, *spatial)."""
-    if name not in MODELS:
-        raise ValueError(f"build_model: model must be one of {sorted(MODELS)}, got {name!r}")
+    check_choice(name, tuple(sorted(MODELS)), "model", "build_model")
     return MODELS[name].build(rng, tuple(input_shape), num_classes)

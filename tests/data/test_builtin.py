@@ -154,7 +154,7 @@ def test_registry_and_available_datasets(tmp_path, monkeypatch):
         assert isinstance(description, str) and description
         assert available == (missing is None)
         assert DATASETS[name].extra == "train"
-    with pytest.raises(ValueError, match=r"load_dataset: name must be one of \['digits'"):
+    with pytest.raises(ValueError, match=r"load_dataset: name must be one of \('digits'"):
         load_dataset("imagenet")
     with pytest.raises(TypeError, match=r"digits: rng must be a numpy\.random\.Generator"):
         load_dataset("digits", rng=3)

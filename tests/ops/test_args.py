@@ -338,3 +338,30 @@ def test_receptive_field_conv_then_transposed_restores_the_jump():
               {"kernel": 2, "stride": 2, "padding": 0, "dilation": 1, "transposed": True}]
     jumps = [f["jump"] for f in receptive_field(layers)]
     assert jumps == [2, 4, 2, 1]
+
+
+def test_check_choice_is_the_one_option_check_with_one_template():
+    """Every option check in the library goes through check_choice: a non-string is a
+    TypeError, an unknown name a ValueError, both naming function, option, allowed, got."""
+    from cnnlab import functional as F
+    from cnnlab import nn
+    from cnnlab.ops._args import check_choice
+
+    assert check_choice("fft", ("auto", "fft"), "algorithm", "conv2d") == "fft"
+    with pytest.raises(TypeError, match=r"^conv2d: algorithm must be one of \('auto', 'fft'\), "
+                                        r"got int 3$"):
+        check_choice(3, ("auto", "fft"), "algorithm", "conv2d")
+    template = r"must be one of \(.*\), got 'nope'$"
+    calls = [
+        lambda: F.conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), padding_mode="nope"),
+        lambda: F.cross_entropy(np.zeros((1, 2)), np.zeros(1, int), reduction="nope"),
+        lambda: F.gelu(np.zeros(2), approximate="nope"),
+        lambda: F.pad(np.zeros(2), (1, 1), mode="nope"),
+        lambda: nn.Conv2d(1, 1, 3, padding_mode="nope"),
+        lambda: nn.GELU("nope"),
+        lambda: nn.CrossEntropyLoss(reduction="nope"),
+        lambda: nn.init.kaiming_uniform_(np.zeros((2, 2)), mode="nope"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=template):
+            call()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._random import check_rng
+from ..ops._args import check_choice
 from .dataset import ArrayDataset, stratified_split
 from .downloads import atomic_write, get_cache_dir
 
@@ -296,6 +297,5 @@ def available_datasets() -> list[tuple[str, str, bool, str | None]]:
 
 def load_dataset(name: str, **kwargs) -> Splits:
     """``(train, test)`` of the built-in dataset ``name``; ``kwargs`` go to its loader."""
-    if name not in DATASETS:
-        raise ValueError(f"load_dataset: name must be one of {sorted(DATASETS)}, got {name!r}")
+    check_choice(name, tuple(sorted(DATASETS)), "name", "load_dataset")
     return DATASETS[name].loader(**kwargs)

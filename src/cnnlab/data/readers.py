@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops._args import check_choice
 from .dataset import ArrayDataset, Dataset
 from .downloads import DownloadError, atomic_write
 from .downloads import download as _download
@@ -230,10 +231,7 @@ def load_mnist_idx(
         ``x: (60000, 1, 28, 28)`` and ``(10000, 1, 28, 28)`` float32 in [0, 1];
         ``y`` int64 in 0..9.
     """
-    if variant not in IDX_VARIANTS:
-        raise ValueError(
-            f"load_mnist_idx: variant must be one of {sorted(IDX_VARIANTS)}, got {variant!r}"
-        )
+    check_choice(variant, tuple(sorted(IDX_VARIANTS)), "variant", "load_mnist_idx")
     root = Path(root)
     default_mirrors, checksums = IDX_VARIANTS[variant]
     paths = {}

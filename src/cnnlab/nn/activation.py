@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
+from ..ops._args import check_choice
 from .module import Module
 
 
@@ -39,10 +40,7 @@ class GELU(Module):
 
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be one of ('none', 'tanh'), got "
-                             f"{approximate!r}")
-        self.approximate = approximate
+        self.approximate = check_choice(approximate, ("none", "tanh"), "approximate", "GELU")
 
     def forward(self, x: Any) -> Any:
         return F.gelu(x, self.approximate)

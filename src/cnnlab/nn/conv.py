@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import functional as F
 from .._random import check_rng
-from ..ops._args import PADDING_MODES, PADDING_STRINGS, pad_pairs, to_tuple
+from ..ops._args import PADDING_MODES, PADDING_STRINGS, check_choice, pad_pairs, to_tuple
 from . import init
 from .linear import check_positive_int
 from .module import Module, Parameter, check_dtype
@@ -74,10 +74,7 @@ class _ConvNd(Module):
             symmetric = all(lo == hi for lo, hi in pairs)
             self.padding = tuple(lo for lo, _ in pairs) if symmetric else pairs
         allowed_modes = ("zeros",) if self.transposed else PADDING_MODES
-        if padding_mode not in allowed_modes:
-            raise ValueError(f"{name}: padding_mode must be one of {allowed_modes}, got "
-                             f"{padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.padding_mode = check_choice(padding_mode, allowed_modes, "padding_mode", name)
         dtype = check_dtype(dtype, name)
         if self.transposed:
             shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._random import check_rng
 from ..autograd import Tensor
+from ..ops._args import check_choice
 
 _GAINS = {
     "linear": 1.0, "identity": 1.0, "sigmoid": 1.0,
@@ -51,9 +52,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         if isinstance(slope, bool) or not isinstance(slope, (int, float)):
             raise ValueError(f"calculate_gain: negative_slope must be a number, got {slope!r}")
         return math.sqrt(2.0 / (1 + slope**2))
-    if nonlinearity not in _GAINS:
-        raise ValueError(f"calculate_gain: nonlinearity must be one of "
-                         f"{(*_GAINS, 'leaky_relu')}, got {nonlinearity!r}")
+    check_choice(nonlinearity, (*_GAINS, "leaky_relu"), "nonlinearity", "calculate_gain")
     return _GAINS[nonlinearity]
 
 
@@ -68,8 +67,7 @@ def _calculate_fan_in_and_fan_out(tensor: Any) -> tuple[int, int]:
 
 
 def _calculate_correct_fan(tensor: Any, mode: str) -> int:
-    if mode not in FAN_MODES:
-        raise ValueError(f"init: mode must be one of {FAN_MODES}, got {mode!r}")
+    check_choice(mode, FAN_MODES, "mode", "init")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return fan_in if mode == "fan_in" else fan_out
 

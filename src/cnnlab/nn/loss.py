@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..ops._args import check_choice
 from .module import Module
 
 
 def _check_reduction(reduction: str, owner: str) -> str:
-    if reduction not in F.REDUCTIONS:
-        raise ValueError(f"{owner}: reduction must be one of {F.REDUCTIONS}, got "
-                         f"{reduction!r}")
-    return reduction
+    return check_choice(reduction, F.REDUCTIONS, "reduction", owner)
 
 
 def _buffer(value: Any) -> np.ndarray | None:
