@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 
 from _check import assert_close, draw_padding, finite_difference_grad
 from cnnlab import Tensor, nn
-from cnnlab import functional as cf
+from cnnlab import functional as F
 from cnnlab.autograd import grad as autograd_grad
 from cnnlab.autograd import no_grad
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 TORCH_POOL = {1: TF.max_pool1d, 2: TF.max_pool2d, 3: TF.max_pool3d}
-OUR_POOL = {1: cf.max_pool1d, 2: cf.max_pool2d, 3: cf.max_pool3d}
+OUR_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 CONV_CLS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 POOL_CLS = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 TORCH_CONV_CLS = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
@@ -105,7 +105,7 @@ def torch_conv_max_pool(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
 def two_ops(x: Any, w: Any, b: Any, padding: Any, groups: int, pool: Any) -> Any:
     """cnnlab's own unfused composition."""
     d = np.ndim(w.data if isinstance(w, Tensor) else w) - 2
-    y = cf.conv(x, w, b, stride=1, padding=padding, dilation=1, groups=groups)
+    y = F.conv(x, w, b, stride=1, padding=padding, dilation=1, groups=groups)
     return OUR_POOL[d](y, pool, pool)
 
 
@@ -201,7 +201,7 @@ def _arrays(case: dict, dtype: Any, values: str = "normal"):
 
 def _fn(case: dict):
     def fn(x, w, b):
-        return cf.conv_max_pool(x, w, b, padding=case["padding"], groups=case["groups"],
+        return F.conv_max_pool(x, w, b, padding=case["padding"], groups=case["groups"],
                                 pool_size=case["pool_size"])
     return fn
 
@@ -293,7 +293,7 @@ def test_all_equal_inputs_send_gradient_to_first_window_element(d: int, fill: fl
     upstream = np.arange(np.prod((2, 3) + (2,) * d), dtype=np.float64).reshape(
         (2, 3) + (2,) * d) + 1.0
     expected, expected_grads = torch_forward_backward(x, w, b, 0, 1, 2, upstream)
-    out, grads = ours_forward_backward(lambda *a: cf.conv_max_pool(*a, pool_size=2),
+    out, grads = ours_forward_backward(lambda *a: F.conv_max_pool(*a, pool_size=2),
                                        x, w, b, upstream)
     np.testing.assert_array_equal(out, expected)
     for name, mine, theirs in zip("xwb", grads, expected_grads):
@@ -341,7 +341,7 @@ def test_non_finite_values_match_torch_and_two_ops(case: dict, where: str, value
     out2, grads2 = ours_forward_backward(unfused, x, w, b, upstream)
     _same_nonfinite(out, expected, "forward vs torch")
     _same_nonfinite(out, out2, "forward vs two ops")
-    _same_nonfinite(cf.conv_max_pool(x, w, b, padding=case["padding"],
+    _same_nonfinite(F.conv_max_pool(x, w, b, padding=case["padding"],
                                      groups=case["groups"], pool_size=case["pool_size"]),
                     expected, "forward (NumPy path) vs torch")
     for name, mine, theirs, other in zip("xwb", grads, expected_grads, grads2):
@@ -358,7 +358,7 @@ def test_nan_in_a_window_routes_like_torch() -> None:
     w = np.array([[[1.0]]])
     upstream = np.array([[[1.0, 2.0]]])
     expected, expected_grads = torch_forward_backward(x, w, None, 0, 1, 4, upstream)
-    out, grads = ours_forward_backward(lambda a, b_, c: cf.conv_max_pool(a, b_, c,
+    out, grads = ours_forward_backward(lambda a, b_, c: F.conv_max_pool(a, b_, c,
                                                                          pool_size=4),
                                        x, w, None, upstream)
     _same_nonfinite(out, expected, "forward")
@@ -377,7 +377,7 @@ def test_floor_mode_drops_uncovered_rows(d: int) -> None:
     w = rng.standard_normal((3, 2) + (k,) * d)
     b = rng.standard_normal(3)
     upstream = rng.standard_normal((2, 3) + (2,) * d)
-    out, grads = ours_forward_backward(lambda *a: cf.conv_max_pool(*a, pool_size=2),
+    out, grads = ours_forward_backward(lambda *a: F.conv_max_pool(*a, pool_size=2),
                                        x, w, b, upstream)
     assert out.shape == (2, 3) + (2,) * d
     expected, expected_grads = torch_forward_backward(x, w, b, 0, 1, 2, upstream)
@@ -391,13 +391,13 @@ def test_floor_mode_drops_uncovered_rows(d: int) -> None:
         assert np.all(grads[0][tuple(index)] == 0), f"gradient in dropped rows (axis {axis})"
         changed = x.copy()
         changed[tuple(index)] = 1e6 * rng.standard_normal(changed[tuple(index)].shape)
-        np.testing.assert_array_equal(cf.conv_max_pool(changed, w, b, pool_size=2),
-                                      cf.conv_max_pool(x, w, b, pool_size=2),
+        np.testing.assert_array_equal(F.conv_max_pool(changed, w, b, pool_size=2),
+                                      F.conv_max_pool(x, w, b, pool_size=2),
                                       err_msg="dropped rows changed the output")
         poisoned = x.copy()
         poisoned[tuple(index)] = np.nan
         exp, exp_grads = torch_forward_backward(poisoned, w, b, 0, 1, 2, upstream)
-        got, got_grads = ours_forward_backward(lambda *a: cf.conv_max_pool(*a, pool_size=2),
+        got, got_grads = ours_forward_backward(lambda *a: F.conv_max_pool(*a, pool_size=2),
                                                poisoned, w, b, upstream)
         assert np.isfinite(got).all() and np.isfinite(got_grads[0]).all()
         _same_nonfinite(got, exp, "forward, NaN in dropped rows")
@@ -419,7 +419,7 @@ def test_medium_sizes_match_torch(d, shape, cin, cout, k, padding, groups, pool,
     x = rng.standard_normal(shape).astype(dtype)
     w = (rng.standard_normal((cout, cin // groups) + (k,) * d) / k).astype(dtype)
     b = rng.standard_normal(cout).astype(dtype)
-    fn = lambda *a: cf.conv_max_pool(*a, padding=padding, groups=groups,  # noqa: E731
+    fn = lambda *a: F.conv_max_pool(*a, padding=padding, groups=groups,  # noqa: E731
                                      pool_size=pool)
     expected_shape = torch_conv_max_pool(*(torch.from_numpy(np.float64(a)) for a in (x, w, b)),
                                          padding, groups, pool).shape
@@ -443,7 +443,7 @@ def test_autograd_grad_and_backward_agree_and_accumulate() -> None:
     b = rng.standard_normal(4)
     kw = {"padding": ((1, 0), (0, 1)), "groups": 2, "pool_size": (2, 2)}
     xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, b))
-    out = cf.conv_max_pool(xt, wt, bt, **kw)
+    out = F.conv_max_pool(xt, wt, bt, **kw)
     g = rng.standard_normal(out.shape)
     gx, gw, gb = autograd_grad(out, [xt, wt, bt], g)
     assert xt.grad is None and wt.grad is None, "grad() must not write .grad"
@@ -456,7 +456,7 @@ def test_autograd_grad_and_backward_agree_and_accumulate() -> None:
 
     # Array input, Tensor parameters: a Tensor out; gradient for w and b.
     w2, b2 = Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
-    out2 = cf.conv_max_pool(x, w2, b2, **kw)
+    out2 = F.conv_max_pool(x, w2, b2, **kw)
     assert isinstance(out2, Tensor)
     gw2, gb2 = autograd_grad(out2, [w2, b2], g)
     _close(gw2, expected[1], np.float64, "grad w (array x)")
@@ -465,13 +465,13 @@ def test_autograd_grad_and_backward_agree_and_accumulate() -> None:
     # Twice in one graph: gradients double.
     w3, b3 = Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
     x3 = Tensor(x, requires_grad=True)
-    total = cf.conv_max_pool(x3, w3, b3, **kw) + cf.conv_max_pool(x3, w3, b3, **kw)
+    total = F.conv_max_pool(x3, w3, b3, **kw) + F.conv_max_pool(x3, w3, b3, **kw)
     total.backward(g)
     for name, t, theirs in zip("xwb", (x3, w3, b3), expected):
         _close(t.grad, 2 * theirs, np.float64, f"accumulated {name}")
 
     with no_grad():
-        quiet = cf.conv_max_pool(xt, wt, bt, **kw)
+        quiet = F.conv_max_pool(xt, wt, bt, **kw)
     assert isinstance(quiet, Tensor) and not quiet.requires_grad
     _close(quiet.data, out.data, np.float64, "no_grad forward")
 
@@ -488,7 +488,7 @@ def test_finite_differences(d: int, padding: Any) -> None:
         x = rng.standard_normal((1, 2) + (n + (1 if d == 1 else 0),) * d)
         w = rng.standard_normal((2, 2 // groups) + (2,) * d)
         b = rng.standard_normal(2)
-        y = np.asarray(cf.conv(x, w, b, padding=padding, groups=groups))
+        y = np.asarray(F.conv(x, w, b, padding=padding, groups=groups))
         pooled = OUR_POOL[d](y, 2)
         # gap between the largest and second-largest value of each window
         crop = tuple(slice(0, (s // 2) * 2) for s in y.shape[2:])
@@ -507,11 +507,11 @@ def test_finite_differences(d: int, padding: Any) -> None:
     g = rng.standard_normal(pooled.shape)
 
     def loss(x_, w_, b_):
-        return np.sum(cf.conv_max_pool(x_, w_, b_, padding=padding, groups=groups) * g)
+        return np.sum(F.conv_max_pool(x_, w_, b_, padding=padding, groups=groups) * g)
 
     numeric = finite_difference_grad(loss, [x, w, b])
     _, grads = ours_forward_backward(
-        lambda *a: cf.conv_max_pool(*a, padding=padding, groups=groups), x, w, b, g)
+        lambda *a: F.conv_max_pool(*a, padding=padding, groups=groups), x, w, b, g)
     for name, mine, theirs in zip("xwb", grads, numeric):
         np.testing.assert_allclose(mine, theirs, rtol=1e-7, atol=1e-7, err_msg=name)
 
@@ -528,9 +528,9 @@ def test_mixed_or_integer_dtypes_behave_like_two_ops(xdtype, wdtype) -> None:
         expected = two_ops(x, w, None, 0, 1, 2)
     except (TypeError, ValueError) as error:
         with pytest.raises(type(error), match="conv_max_pool"):
-            cf.conv_max_pool(x, w)
+            F.conv_max_pool(x, w)
         return
-    out = cf.conv_max_pool(x, w)
+    out = F.conv_max_pool(x, w)
     assert out.dtype == expected.dtype
     _close(out, expected, np.float32 if np.float32 in (xdtype, wdtype) else np.float64,
            "mixed dtypes")
@@ -584,17 +584,17 @@ def test_bad_input_raises_naming_the_function(name: str) -> None:
     change, error = BAD[name]
     kwargs = {**_good(), **change}
     with pytest.raises(error, match="conv_max_pool"):
-        cf.conv_max_pool(**kwargs)
+        F.conv_max_pool(**kwargs)
     # Tensor inputs are refused the same way.
     tensors = {k: Tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
     with pytest.raises(error, match="conv_max_pool"):
-        cf.conv_max_pool(**tensors)
+        F.conv_max_pool(**tensors)
 
 
 def test_empty_batch_gives_torch_shape() -> None:
     x = np.zeros((0, 4, 7, 6))
     w = np.ones((6, 2, 2, 2))
-    out = cf.conv_max_pool(x, w, None, groups=2, pool_size=(2, 3))
+    out = F.conv_max_pool(x, w, None, groups=2, pool_size=(2, 3))
     expected = torch_conv_max_pool(torch.from_numpy(x), torch.from_numpy(w), None, 0, 2,
                                    (2, 3))
     assert out.shape == tuple(expected.shape)
@@ -602,7 +602,7 @@ def test_empty_batch_gives_torch_shape() -> None:
 
 def test_good_defaults_work() -> None:
     """The baseline of the bad-input table is valid (so each row tests one thing)."""
-    out = cf.conv_max_pool(**_good())
+    out = F.conv_max_pool(**_good())
     assert out.shape == (2, 6, 2, 2)
 
 
@@ -861,7 +861,7 @@ def test_sequential_conv_subclass_with_own_forward_is_not_fused() -> None:
     conv = _ScaledConv2d(2, 3, 2, rng=rng, dtype=np.float64)
     model = nn.Sequential(conv, nn.MaxPool2d(2))
     x = rng.standard_normal((2, 2, 7, 6))
-    expected = cf.max_pool2d(conv(x).data, 2)
+    expected = F.max_pool2d(conv(x).data, 2)
     _close(model(x).data, expected, np.float64, "subclass forward respected")
 
 

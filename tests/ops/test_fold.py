@@ -12,13 +12,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
 from _check import check_array_and_tensor as check_op
 from _check import numeric_grad_check
-from cnnlab import functional as cf
+from cnnlab import functional as F
 
 
 def _close(ours: np.ndarray, expected: np.ndarray, tol: float = 1e-10) -> None:
@@ -59,8 +59,8 @@ def test_unfold_matches_torch(case: dict) -> None:
     shape = ((2,) if case["batched"] else ()) + (case["channels"], *case["spatial"])
     x = rng.standard_normal(shape)
     opts = _options(case)
-    check_op(lambda v: cf.unfold(v, case["kernel"], **opts),
-             lambda v: F.unfold(v, case["kernel"], **opts), x, rng)
+    check_op(lambda v: F.unfold(v, case["kernel"], **opts),
+             lambda v: TF.unfold(v, case["kernel"], **opts), x, rng)
 
 
 @given(window_case())
@@ -70,16 +70,16 @@ def test_fold_matches_torch(case: dict) -> None:
     shape = ((2,) if case["batched"] else ()) + (rows, int(np.prod(_blocks(case))))
     cols = rng.standard_normal(shape)
     opts = _options(case)
-    check_op(lambda v: cf.fold(v, case["spatial"], case["kernel"], **opts),
-             lambda v: F.fold(v, case["spatial"], case["kernel"], **opts), cols, rng)
+    check_op(lambda v: F.fold(v, case["spatial"], case["kernel"], **opts),
+             lambda v: TF.fold(v, case["spatial"], case["kernel"], **opts), cols, rng)
 
 
 def test_int_arguments_mean_two_dimensions_as_in_torch() -> None:
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 6))
-    _close(cf.unfold(x, 3, padding=1, stride=2),
-           F.unfold(torch.from_numpy(x), 3, padding=1, stride=2).numpy())
-    cols = cf.unfold(x[..., :5], 2)
-    _close(cf.fold(cols, 5, 2), F.fold(torch.from_numpy(cols), 5, 2).numpy())
+    _close(F.unfold(x, 3, padding=1, stride=2),
+           TF.unfold(torch.from_numpy(x), 3, padding=1, stride=2).numpy())
+    cols = F.unfold(x[..., :5], 2)
+    _close(F.fold(cols, 5, 2), TF.fold(torch.from_numpy(cols), 5, 2).numpy())
 
 
 @given(window_case(dims=1))
@@ -87,8 +87,8 @@ def test_unfold_1d_matches_torch_with_a_unit_axis(case: dict) -> None:
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((2, case["channels"], *case["spatial"]))
     (k,), (d,), (p,), (s,) = case["kernel"], case["dilation"], case["padding"], case["stride"]
-    expected = F.unfold(torch.from_numpy(x)[:, :, None], (1, k), (1, d), (0, p), (1, s))
-    _close(cf.unfold(x, (k,), (d,), (p,), (s,)), expected.numpy())
+    expected = TF.unfold(torch.from_numpy(x)[:, :, None], (1, k), (1, d), (0, p), (1, s))
+    _close(F.unfold(x, (k,), (d,), (p,), (s,)), expected.numpy())
 
 
 @given(st.sampled_from([1, 2, 3]).flatmap(window_case))
@@ -96,9 +96,9 @@ def test_fold_is_the_adjoint_of_unfold_in_nd(case: dict) -> None:
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((2, case["channels"], *case["spatial"]))
     opts = _options(case)
-    cols = cf.unfold(x, case["kernel"], **opts)
+    cols = F.unfold(x, case["kernel"], **opts)
     c = rng.standard_normal(cols.shape)
-    folded = cf.fold(c, case["spatial"], case["kernel"], **opts)
+    folded = F.fold(c, case["spatial"], case["kernel"], **opts)
     np.testing.assert_allclose(np.sum(cols * c), np.sum(x * folded), rtol=1e-10)
 
 
@@ -122,14 +122,14 @@ def test_fold_of_unfold_is_x_times_the_window_count(case: dict) -> None:
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((2, case["channels"], *case["spatial"]))
     opts = _options(case)
-    round_trip = cf.fold(cf.unfold(x, case["kernel"], **opts), case["spatial"],
+    round_trip = F.fold(F.unfold(x, case["kernel"], **opts), case["spatial"],
                          case["kernel"], **opts)
     _close(round_trip, x * _window_count(case))
 
 
 def test_unfold_layout_is_channel_major_then_kernel_row_major() -> None:
     x = np.arange(2 * 3 * 3, dtype=np.float64).reshape(1, 2, 3, 3)
-    cols = cf.unfold(x, 2)
+    cols = F.unfold(x, 2)
     # row c*4 + (i*2 + j) holds channel c at kernel offset (i, j); column = block index.
     assert cols[0, 0].tolist() == [0, 1, 3, 4]
     assert cols[0, 3].tolist() == [4, 5, 7, 8]
@@ -139,33 +139,33 @@ def test_unfold_layout_is_channel_major_then_kernel_row_major() -> None:
 def test_unfold_and_fold_finite_differences() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 2, 4, 5))
-    numeric_grad_check(lambda v: cf.unfold(v, (2, 3), dilation=(1, 2), padding=1, stride=2),
+    numeric_grad_check(lambda v: F.unfold(v, (2, 3), dilation=(1, 2), padding=1, stride=2),
                        x, rng)
     cols = rng.standard_normal((1, 2 * 4, 10))
-    numeric_grad_check(lambda v: cf.fold(v, (4, 5), 2, padding=(1, 0), stride=(1, 2)),
+    numeric_grad_check(lambda v: F.fold(v, (4, 5), 2, padding=(1, 0), stride=(1, 2)),
                        cols, rng)
 
 
 def test_float32_is_preserved() -> None:
     x = np.ones((2, 4, 4), dtype=np.float32)
-    cols = cf.unfold(x, 2)
+    cols = F.unfold(x, 2)
     assert cols.dtype == np.float32 and cols.shape == (8, 9)
-    assert cf.fold(cols, 4, 2).dtype == np.float32
+    assert F.fold(cols, 4, 2).dtype == np.float32
 
 
 @pytest.mark.parametrize(("call", "match"), [
-    (lambda: cf.unfold(np.zeros((1, 1, 2, 2)), 3), r"unfold: no sliding block fits"),
-    (lambda: cf.unfold(np.zeros((2, 2)), 2), r"unfold: input must be 3-D .* or 4-D"),
-    (lambda: cf.unfold(np.zeros((1, 1, 4, 4)), 2, stride=0), r"unfold: stride must be >= 1"),
-    (lambda: cf.unfold(np.zeros((1, 1, 4, 4)), 2, padding=-1),
+    (lambda: F.unfold(np.zeros((1, 1, 2, 2)), 3), r"unfold: no sliding block fits"),
+    (lambda: F.unfold(np.zeros((2, 2)), 2), r"unfold: input must be 3-D .* or 4-D"),
+    (lambda: F.unfold(np.zeros((1, 1, 4, 4)), 2, stride=0), r"unfold: stride must be >= 1"),
+    (lambda: F.unfold(np.zeros((1, 1, 4, 4)), 2, padding=-1),
      r"unfold: padding must be >= 0"),
-    (lambda: cf.fold(np.zeros((1, 5, 9)), 4, 2),
+    (lambda: F.fold(np.zeros((1, 5, 9)), 4, 2),
      r"fold: input.shape\[-2\] \(5\) must be divisible by prod\(kernel_size\) \(4\)"),
-    (lambda: cf.fold(np.zeros((1, 4, 8)), 4, 2),
+    (lambda: F.fold(np.zeros((1, 4, 8)), 4, 2),
      r"fold: input.shape\[-1\] \(8\) must equal the number of sliding blocks 9"),
-    (lambda: cf.fold(np.zeros((1, 4, 9)), 1, 2), r"fold: no sliding block fits"),
-    (lambda: cf.fold(np.zeros((4,)), 4, 2), r"fold: input must be 2-D"),
-    (lambda: cf.fold(np.zeros((1, 4, 9)), (4, 4, 4), (2, 2)),
+    (lambda: F.fold(np.zeros((1, 4, 9)), 1, 2), r"fold: no sliding block fits"),
+    (lambda: F.fold(np.zeros((4,)), 4, 2), r"fold: input must be 2-D"),
+    (lambda: F.fold(np.zeros((1, 4, 9)), (4, 4, 4), (2, 2)),
      r"fold: kernel_size must be an int or a tuple of 3 ints"),
 ])
 def test_errors(call: Callable, match: str) -> None:

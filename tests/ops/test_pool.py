@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +20,7 @@ import _lecture as lecture
 from _check import check_array_and_tensor as check_op
 from _check import numeric_grad_check as _numeric_grad_check
 from cnnlab import Tensor
-from cnnlab import functional as cf
+from cnnlab import functional as F
 from cnnlab.ops.pool import binomial_filter
 
 
@@ -73,13 +73,13 @@ def test_max_pool_matches_torch(case: dict) -> None:
     opts = {k: case[k] for k in ("stride", "padding", "dilation", "ceil_mode")}
 
     def ours(v):
-        return getattr(cf, name)(v, case["kernel"], **opts)
-
-    def theirs(v):
         return getattr(F, name)(v, case["kernel"], **opts)
 
-    out, indices = getattr(cf, name)(x, case["kernel"], return_indices=True, **opts)
-    _, expected_indices = getattr(F, name)(torch.from_numpy(x), case["kernel"],
+    def theirs(v):
+        return getattr(TF, name)(v, case["kernel"], **opts)
+
+    out, indices = getattr(F, name)(x, case["kernel"], return_indices=True, **opts)
+    _, expected_indices = getattr(TF, name)(torch.from_numpy(x), case["kernel"],
                                            return_indices=True, **opts)
     assert indices.dtype == np.int64
     np.testing.assert_array_equal(indices, expected_indices.numpy())
@@ -98,8 +98,8 @@ def test_max_pool_ties_nan_and_inf_indices_match_torch(case: dict, kind: str) ->
         x[rng.random(x.shape) < 0.5] = -np.inf
     name = f"max_pool{case['dims']}d"
     opts = {k: case[k] for k in ("stride", "padding", "dilation", "ceil_mode")}
-    out, indices = getattr(cf, name)(x, case["kernel"], return_indices=True, **opts)
-    expected, expected_indices = getattr(F, name)(torch.from_numpy(x), case["kernel"],
+    out, indices = getattr(F, name)(x, case["kernel"], return_indices=True, **opts)
+    expected, expected_indices = getattr(TF, name)(torch.from_numpy(x), case["kernel"],
                                                   return_indices=True, **opts)
     _close(out, expected.numpy())
     np.testing.assert_array_equal(indices, expected_indices.numpy())
@@ -108,18 +108,18 @@ def test_max_pool_ties_nan_and_inf_indices_match_torch(case: dict, kind: str) ->
     # The training path (no indices asked) sends each gradient to the same element.
     grad = rng.standard_normal(out.shape)
     x_ours = Tensor(x, requires_grad=True)
-    getattr(cf, name)(x_ours, case["kernel"], **opts).backward(grad)
+    getattr(F, name)(x_ours, case["kernel"], **opts).backward(grad)
     x_theirs = torch.from_numpy(x).requires_grad_()
-    getattr(F, name)(x_theirs, case["kernel"], **opts).backward(torch.from_numpy(grad))
+    getattr(TF, name)(x_theirs, case["kernel"], **opts).backward(torch.from_numpy(grad))
     _close(x_ours.grad, x_theirs.grad.numpy())
 
 
 def test_max_pool_nan_propagates_and_gradient_goes_to_the_last_nan() -> None:
     x = np.array([[[1.0, np.nan, 2.0, np.nan, 0.0]]])
-    out, indices = cf.max_pool1d(x, 5, return_indices=True)
+    out, indices = F.max_pool1d(x, 5, return_indices=True)
     assert np.isnan(out).all() and indices.tolist() == [[[3]]]
     x_t = Tensor(x, requires_grad=True)
-    cf.max_pool1d(x_t, 5).backward(np.ones((1, 1, 1)))
+    F.max_pool1d(x_t, 5).backward(np.ones((1, 1, 1)))
     assert x_t.grad.tolist() == [[[0.0, 0.0, 0.0, 1.0, 0.0]]]
 
 
@@ -128,27 +128,27 @@ def test_max_pool_window_of_padding_only_matches_torch_forward() -> None:
     # first in-bounds tap formula); its backward then writes out of bounds (into the next
     # channel). Here the value and index match and that gradient is dropped.
     x = np.array([[[5.0], [7.0]]])
-    out, indices = cf.max_pool1d(x, 2, 1, 1, 2, return_indices=True)
-    expected, expected_indices = F.max_pool1d(torch.from_numpy(x), 2, 1, 1, 2,
+    out, indices = F.max_pool1d(x, 2, 1, 1, 2, return_indices=True)
+    expected, expected_indices = TF.max_pool1d(torch.from_numpy(x), 2, 1, 1, 2,
                                               return_indices=True)
     _close(out, expected.numpy())
     np.testing.assert_array_equal(indices, expected_indices.numpy())
     x_t = Tensor(x, requires_grad=True)
-    cf.max_pool1d(x_t, 2, 1, 1, 2).backward(np.ones((1, 2, 1)))
+    F.max_pool1d(x_t, 2, 1, 1, 2).backward(np.ones((1, 2, 1)))
     assert not x_t.grad.any()
 
 
 def test_adaptive_max_pool_nan_index_matches_torch() -> None:
     x = np.array([[[1.0, np.nan, 3.0, np.nan, 2.0, 0.0, np.nan]]])
-    out, indices = cf.adaptive_max_pool1d(x, 3, return_indices=True)
-    expected, expected_indices = F.adaptive_max_pool1d(torch.from_numpy(x), 3,
+    out, indices = F.adaptive_max_pool1d(x, 3, return_indices=True)
+    expected, expected_indices = TF.adaptive_max_pool1d(torch.from_numpy(x), 3,
                                                        return_indices=True)
     _close(out, expected.numpy())
     np.testing.assert_array_equal(indices, expected_indices.numpy())
 
 
 def test_max_pool_lecture_example() -> None:
-    pooled = cf.max_pool2d(lecture.FEATURE_MAP[None].astype(np.float64), 2)
+    pooled = F.max_pool2d(lecture.FEATURE_MAP[None].astype(np.float64), 2)
     np.testing.assert_array_equal(pooled[0], lecture.POOLED)
 
 
@@ -157,7 +157,7 @@ def test_max_pool_finite_differences() -> None:
     x = rng.permutation(4 * 5 * 6).reshape(1, 4, 5, 6) / 7.0  # distinct values: no ties
 
     def fn(v):
-        return cf.max_pool2d(v, (2, 3), stride=(2, 1), padding=1, dilation=(1, 2))
+        return F.max_pool2d(v, (2, 3), stride=(2, 1), padding=1, dilation=(1, 2))
 
     numeric_grad_check(fn, x, rng, eps=1e-4)
 
@@ -177,16 +177,16 @@ def test_avg_pool_matches_torch(case: dict, count_include_pad: bool,
             "ceil_mode": case["ceil_mode"], "count_include_pad": count_include_pad}
 
     def ours(v):
-        return getattr(cf, f"avg_pool{dims}d")(v, kernel, divisor_override=divisor_override,
+        return getattr(F, f"avg_pool{dims}d")(v, kernel, divisor_override=divisor_override,
                                               **opts)
 
     def theirs(v):
         if dims > 1:
-            return getattr(F, f"avg_pool{dims}d")(v, kernel,
+            return getattr(TF, f"avg_pool{dims}d")(v, kernel,
                                                   divisor_override=divisor_override, **opts)
         # torch's avg_pool1d has no divisor_override: pool (..., L, 1) in 2-D instead.
         stride = None if opts["stride"] is None else (opts["stride"][0], 1)
-        return F.avg_pool2d(v[..., None], (kernel[0], 1), stride, (opts["padding"][0], 0),
+        return TF.avg_pool2d(v[..., None], (kernel[0], 1), stride, (opts["padding"][0], 0),
                             opts["ceil_mode"], count_include_pad, divisor_override)[..., 0]
 
     check_op(ours, theirs, x, rng)
@@ -194,8 +194,8 @@ def test_avg_pool_matches_torch(case: dict, count_include_pad: bool,
 
 def test_avg_pool_ceil_mode_divisor_excludes_overhang() -> None:
     # Windows [0, 2), [2, 4), [4, 6) on 5 samples: the last one overhangs, divisor 1.
-    assert cf.avg_pool1d(np.ones((1, 1, 5)), 2, ceil_mode=True).tolist() == [[[1, 1, 1]]]
-    out = cf.avg_pool1d(np.ones((1, 1, 5)), 3, 2, 1, ceil_mode=True)
+    assert F.avg_pool1d(np.ones((1, 1, 5)), 2, ceil_mode=True).tolist() == [[[1, 1, 1]]]
+    out = F.avg_pool1d(np.ones((1, 1, 5)), 3, 2, 1, ceil_mode=True)
     _close(out, np.array([[[2 / 3, 1.0, 2 / 3]]]))
 
 
@@ -204,7 +204,7 @@ def test_avg_pool_finite_differences() -> None:
     x = rng.standard_normal((1, 2, 5, 4))
 
     def fn(v):
-        return cf.avg_pool2d(v, 3, stride=2, padding=1, ceil_mode=True,
+        return F.avg_pool2d(v, 3, stride=2, padding=1, ceil_mode=True,
                              count_include_pad=False)
 
     numeric_grad_check(fn, x, rng)
@@ -224,17 +224,17 @@ def test_lp_pool_matches_torch(case: dict, norm_type: float) -> None:
     name = f"lp_pool{case['dims']}d"
     kernel = case["kernel"] if case["dims"] > 1 else case["kernel"][0]
     opts = {"stride": case["stride"], "ceil_mode": case["ceil_mode"]}
-    check_op(lambda v: getattr(cf, name)(v, norm_type, kernel, **opts),
-             lambda v: getattr(F, name)(v, float(norm_type), kernel, **opts), x, rng)
+    check_op(lambda v: getattr(F, name)(v, norm_type, kernel, **opts),
+             lambda v: getattr(TF, name)(v, float(norm_type), kernel, **opts), x, rng)
 
 
 def test_lp_pool_gradient_is_zero_where_the_sum_is_zero() -> None:
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 0, 0] = 1.0
     x_t = Tensor(x, requires_grad=True)
-    cf.lp_pool2d(x_t, 2, 2).backward(np.ones((1, 1, 2, 2)))
+    F.lp_pool2d(x_t, 2, 2).backward(np.ones((1, 1, 2, 2)))
     expected = torch.from_numpy(x).requires_grad_(True)
-    F.lp_pool2d(expected, 2.0, 2).backward(torch.ones(1, 1, 2, 2, dtype=torch.float64))
+    TF.lp_pool2d(expected, 2.0, 2).backward(torch.ones(1, 1, 2, 2, dtype=torch.float64))
     _close(x_t.grad, expected.grad.numpy())
     assert np.isfinite(x_t.grad).all()
 
@@ -242,7 +242,7 @@ def test_lp_pool_gradient_is_zero_where_the_sum_is_zero() -> None:
 def test_lp_pool_finite_differences() -> None:
     rng = np.random.default_rng(2)
     x = rng.uniform(0.5, 2.0, (2, 1, 5))
-    numeric_grad_check(lambda v: cf.lp_pool1d(v, 3, 2, 1, ceil_mode=True), x, rng)
+    numeric_grad_check(lambda v: F.lp_pool1d(v, 3, 2, 1, ceil_mode=True), x, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,19 +268,19 @@ def test_adaptive_pool_matches_torch(case: dict, is_max: bool) -> None:
     out_size = tuple(n if o is None else o for n, o in zip(x.shape[-case["dims"]:],
                                                           case["out"], strict=True))
     torch_size = case["out"] if case["dims"] > 1 else out_size
-    check_op(lambda v: getattr(cf, name)(v, case["out"]),
-             lambda v: getattr(F, name)(v, torch_size), x, rng)
+    check_op(lambda v: getattr(F, name)(v, case["out"]),
+             lambda v: getattr(TF, name)(v, torch_size), x, rng)
     if is_max:
-        _, indices = getattr(cf, name)(x, case["out"], return_indices=True)
-        _, expected = getattr(F, name)(torch.from_numpy(x), torch_size, return_indices=True)
+        _, indices = getattr(F, name)(x, case["out"], return_indices=True)
+        _, expected = getattr(TF, name)(torch.from_numpy(x), torch_size, return_indices=True)
         np.testing.assert_array_equal(indices, expected.numpy())
 
 
 def test_adaptive_pool_finite_differences() -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 5, 7))
-    numeric_grad_check(lambda v: cf.adaptive_avg_pool2d(v, (3, 4)), x, rng)
-    numeric_grad_check(lambda v: cf.adaptive_max_pool2d(v, (2, 3)), x, rng, eps=1e-5)
+    numeric_grad_check(lambda v: F.adaptive_avg_pool2d(v, (3, 4)), x, rng)
+    numeric_grad_check(lambda v: F.adaptive_max_pool2d(v, (2, 3)), x, rng, eps=1e-5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_max_unpool_matches_torch(case: dict, explicit_size: bool) -> None:
     dims, kernel = case["dims"], case["kernel"]
     opts = {"stride": case["stride"], "padding": case["padding"]}
     x = rng.standard_normal(case["shape"])
-    pooled, indices = getattr(cf, f"max_pool{dims}d")(x, kernel, return_indices=True, **opts)
+    pooled, indices = getattr(F, f"max_pool{dims}d")(x, kernel, return_indices=True, **opts)
     stride = kernel if case["stride"] is None else case["stride"]
     default = [(n - 1) * s - 2 * p + k for n, k, s, p in
                zip(pooled.shape[-dims:], kernel, stride, case["padding"], strict=True)]
@@ -303,16 +303,16 @@ def test_max_unpool_matches_torch(case: dict, explicit_size: bool) -> None:
     size = x.shape[-dims:] if explicit_size or not fits else None
     name = f"max_unpool{dims}d"
     index_torch = torch.from_numpy(indices)
-    check_op(lambda v: getattr(cf, name)(v, indices, kernel, output_size=size, **opts),
-             lambda v: getattr(F, name)(v, index_torch, kernel, output_size=size, **opts),
+    check_op(lambda v: getattr(F, name)(v, indices, kernel, output_size=size, **opts),
+             lambda v: getattr(TF, name)(v, index_torch, kernel, output_size=size, **opts),
              pooled, rng)
 
 
 def test_max_unpool_accepts_tensor_indices_and_inverts_pooling_at_maxima() -> None:
     x = Tensor(np.arange(16.0).reshape(1, 1, 4, 4), requires_grad=True)
-    pooled, indices = cf.max_pool2d(x, 2, return_indices=True)
+    pooled, indices = F.max_pool2d(x, 2, return_indices=True)
     assert isinstance(indices, Tensor) and indices.dtype == np.int64
-    restored = cf.max_unpool2d(pooled, indices, 2)
+    restored = F.max_unpool2d(pooled, indices, 2)
     np.testing.assert_array_equal(restored.data, x.data * (x.data % 8 >= 5) * (x.data % 2))
 
 
@@ -324,12 +324,12 @@ def _manual_blur(x_t: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, 
                  mode: str) -> torch.Tensor:
     """Depthwise binomial conv in torch after explicit padding, then subsampling."""
     pads = []
-    for k in reversed(kernel):  # F.pad lists the last axis first
+    for k in reversed(kernel):  # TF.pad lists the last axis first
         pads += [(k - 1) // 2, k - 1 - (k - 1) // 2]
-    padded = F.pad(x_t, pads, mode="constant" if mode == "zeros" else mode)
+    padded = TF.pad(x_t, pads, mode="constant" if mode == "zeros" else mode)
     channels = x_t.shape[1]
     weight = torch.from_numpy(binomial_filter(kernel)).expand(channels, 1, *kernel)
-    blurred = getattr(F, f"conv{len(kernel)}d")(padded, weight, groups=channels)
+    blurred = getattr(TF, f"conv{len(kernel)}d")(padded, weight, groups=channels)
     return blurred[(Ellipsis, *(slice(None, None, s) for s in stride))]
 
 
@@ -341,7 +341,7 @@ def test_blur_pool_equals_depthwise_binomial_conv_then_subsampling(
     spatial = tuple(int(rng.integers(k, k + 4)) for _ in range(dims))
     x = rng.standard_normal((2, 3, *spatial))
     kernel, stride = (k,) * dims, (s,) * dims
-    out = check_op(lambda v: getattr(cf, f"blur_pool{dims}d")(v, k, s, mode),
+    out = check_op(lambda v: getattr(F, f"blur_pool{dims}d")(v, k, s, mode),
                    lambda v: _manual_blur(v, kernel, stride, mode), x, rng)
     assert out.shape[2:] == tuple(-(-n // s) for n in spatial)
 
@@ -364,16 +364,16 @@ def test_blur_pool_is_more_shift_consistent_than_strided_pooling() -> None:
     def change(down: Callable) -> float:
         return float(np.linalg.norm(down(x) - down(shifted)))
 
-    blur = change(lambda v: cf.blur_pool1d(v, 5, 2, "circular"))
+    blur = change(lambda v: F.blur_pool1d(v, 5, 2, "circular"))
     subsample = change(lambda v: v[..., ::2])
-    max_pool = change(lambda v: cf.max_pool1d(v, 2, 2))
+    max_pool = change(lambda v: F.max_pool1d(v, 2, 2))
     assert blur < 0.6 * subsample and blur < 0.6 * max_pool
 
 
 def test_blur_pool_finite_differences() -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 2, 5, 6))
-    numeric_grad_check(lambda v: cf.blur_pool2d(v, 3, 2), x, rng)
+    numeric_grad_check(lambda v: F.blur_pool2d(v, 3, 2), x, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,12 +381,12 @@ def test_blur_pool_finite_differences() -> None:
 
 
 @pytest.mark.parametrize("fn", [
-    lambda v: cf.max_pool2d(v, 2),
-    lambda v: cf.avg_pool2d(v, 2, padding=1),
-    lambda v: cf.lp_pool2d(v, 2, 2),
-    lambda v: cf.adaptive_avg_pool2d(v, 3),
-    lambda v: cf.adaptive_max_pool2d(v, 3),
-    lambda v: cf.blur_pool2d(v),
+    lambda v: F.max_pool2d(v, 2),
+    lambda v: F.avg_pool2d(v, 2, padding=1),
+    lambda v: F.lp_pool2d(v, 2, 2),
+    lambda v: F.adaptive_avg_pool2d(v, 3),
+    lambda v: F.adaptive_max_pool2d(v, 3),
+    lambda v: F.blur_pool2d(v),
 ])
 def test_float32_and_unbatched_inputs_keep_their_kind(fn: Callable) -> None:
     x = np.random.default_rng(6).standard_normal((3, 6, 5)).astype(np.float32)
@@ -404,23 +404,23 @@ def test_float32_and_unbatched_inputs_keep_their_kind(fn: Callable) -> None:
 
 
 @pytest.mark.parametrize(("call", "match"), [
-    (lambda x: cf.max_pool2d(x, 2, padding=2), r"max_pool2d: padding \(2, 2\) must be <="),
-    (lambda x: cf.avg_pool2d(x, 3, padding=(0, 2)), r"avg_pool2d: padding"),
-    (lambda x: cf.max_pool2d(x, 0), r"max_pool2d: kernel_size must be >= 1"),
-    (lambda x: cf.max_pool2d(x, 2, stride=0), r"max_pool2d: stride must be >= 1"),
-    (lambda x: cf.avg_pool2d(x, 2, padding=-1), r"avg_pool2d: padding must be >= 0"),
-    (lambda x: cf.max_pool2d(x, 2, dilation=(1, 0)), r"max_pool2d: dilation must be >= 1"),
-    (lambda x: cf.max_pool2d(x, (2, 2, 2)), r"max_pool2d: kernel_size must be an int or a"),
-    (lambda x: cf.max_pool3d(x[0, 0], 2), r"max_pool3d: input must be 4-D"),
-    (lambda x: cf.max_pool2d(x, 7), r"max_pool2d: output size \(0, 0\) must be >= 1"),
-    (lambda x: cf.avg_pool1d(x[0], 7), r"avg_pool1d: output size"),
-    (lambda x: cf.avg_pool2d(x, 2, divisor_override=0), r"avg_pool2d: divisor_override"),
-    (lambda x: cf.lp_pool2d(x, 0, 2), r"lp_pool2d: norm_type must be non-zero"),
-    (lambda x: cf.adaptive_avg_pool2d(x, (0, 2)), r"adaptive_avg_pool2d: output_size must"),
-    (lambda x: cf.adaptive_max_pool2d(x, (2, 2, 2)), r"adaptive_max_pool2d: output_size"),
-    (lambda x: cf.blur_pool2d(x, 13), r"blur_pool2d: padding_mode='reflect' needs padding"),
-    (lambda x: cf.blur_pool2d(x, 3, 2, "mirror"), r"blur_pool2d: padding_mode must be one"),
-    (lambda x: cf.blur_pool2d(x, 3, 0), r"blur_pool2d: stride must be >= 1"),
+    (lambda x: F.max_pool2d(x, 2, padding=2), r"max_pool2d: padding \(2, 2\) must be <="),
+    (lambda x: F.avg_pool2d(x, 3, padding=(0, 2)), r"avg_pool2d: padding"),
+    (lambda x: F.max_pool2d(x, 0), r"max_pool2d: kernel_size must be >= 1"),
+    (lambda x: F.max_pool2d(x, 2, stride=0), r"max_pool2d: stride must be >= 1"),
+    (lambda x: F.avg_pool2d(x, 2, padding=-1), r"avg_pool2d: padding must be >= 0"),
+    (lambda x: F.max_pool2d(x, 2, dilation=(1, 0)), r"max_pool2d: dilation must be >= 1"),
+    (lambda x: F.max_pool2d(x, (2, 2, 2)), r"max_pool2d: kernel_size must be an int or a"),
+    (lambda x: F.max_pool3d(x[0, 0], 2), r"max_pool3d: input must be 4-D"),
+    (lambda x: F.max_pool2d(x, 7), r"max_pool2d: output size \(0, 0\) must be >= 1"),
+    (lambda x: F.avg_pool1d(x[0], 7), r"avg_pool1d: output size"),
+    (lambda x: F.avg_pool2d(x, 2, divisor_override=0), r"avg_pool2d: divisor_override"),
+    (lambda x: F.lp_pool2d(x, 0, 2), r"lp_pool2d: norm_type must be non-zero"),
+    (lambda x: F.adaptive_avg_pool2d(x, (0, 2)), r"adaptive_avg_pool2d: output_size must"),
+    (lambda x: F.adaptive_max_pool2d(x, (2, 2, 2)), r"adaptive_max_pool2d: output_size"),
+    (lambda x: F.blur_pool2d(x, 13), r"blur_pool2d: padding_mode='reflect' needs padding"),
+    (lambda x: F.blur_pool2d(x, 3, 2, "mirror"), r"blur_pool2d: padding_mode must be one"),
+    (lambda x: F.blur_pool2d(x, 3, 0), r"blur_pool2d: stride must be >= 1"),
 ])
 def test_errors(call: Callable, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -431,13 +431,13 @@ def test_max_unpool_errors() -> None:
     x = np.zeros((1, 1, 2, 2))
     indices = np.zeros((1, 1, 2, 2), dtype=np.int64)
     with pytest.raises(ValueError, match=r"max_unpool2d: output_size\[0\] must be strictly"):
-        cf.max_unpool2d(x, indices, 2, output_size=(6, 4))
+        F.max_unpool2d(x, indices, 2, output_size=(6, 4))
     with pytest.raises(ValueError, match=r"max_unpool2d: indices must lie in \[0, 16\)"):
-        cf.max_unpool2d(x, indices + 16, 2)
+        F.max_unpool2d(x, indices + 16, 2)
     with pytest.raises(ValueError, match=r"max_unpool2d: indices must have the input's"):
-        cf.max_unpool2d(x, indices[..., :1], 2)
+        F.max_unpool2d(x, indices[..., :1], 2)
     with pytest.raises(TypeError, match=r"max_unpool2d: indices must be an integer array"):
-        cf.max_unpool2d(x, indices.astype(float), 2)
+        F.max_unpool2d(x, indices.astype(float), 2)
 
 
 @pytest.mark.parametrize("kwargs", [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2,
@@ -447,12 +447,12 @@ def test_max_pool_nan_gradient_reaches_only_the_chosen_input(kwargs):
     product would leak NaN * 0 = NaN to every tap)."""
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6))
     ours = Tensor(x, requires_grad=True)
-    y = cf.max_pool2d(ours, **kwargs)
+    y = F.max_pool2d(ours, **kwargs)
     g = np.ones(y.shape)
     g[0, 0, 1, 1] = np.nan
     y.backward(g)
     theirs = torch.tensor(x, requires_grad=True)
-    F.max_pool2d(theirs, **kwargs).backward(torch.tensor(g))
+    TF.max_pool2d(theirs, **kwargs).backward(torch.tensor(g))
     np.testing.assert_array_equal(np.isnan(ours.grad), np.isnan(theirs.grad.numpy()))
     np.testing.assert_allclose(np.nan_to_num(ours.grad), np.nan_to_num(theirs.grad.numpy()))
 
@@ -465,11 +465,11 @@ def test_max_pool_gradient_that_overflows_between_stages_matches_torch():
     x = np.zeros((1, 1, 4, 4), np.float32)
     x[0, 0, 2, 0] = x[0, 0, 2, 3] = 1.0  # both row windows of each column pair pick these
     ours = Tensor(x, requires_grad=True)
-    y = cf.max_pool2d(ours, kernel_size=(3, 2), stride=(1, 2))
+    y = F.max_pool2d(ours, kernel_size=(3, 2), stride=(1, 2))
     g = np.array([[[[2e38, -2e38], [2e38, -2e38]]]], np.float32)
     y.backward(g)
     theirs = torch.tensor(x, requires_grad=True)
-    F.max_pool2d(theirs, kernel_size=(3, 2), stride=(1, 2)).backward(torch.tensor(g))
+    TF.max_pool2d(theirs, kernel_size=(3, 2), stride=(1, 2)).backward(torch.tensor(g))
     expected = theirs.grad.numpy()
     assert expected[0, 0, 2, 0] == np.inf and expected[0, 0, 2, 3] == -np.inf
     assert np.count_nonzero(expected) == 2
@@ -484,7 +484,7 @@ def test_max_pool_overlapping_windows_add_gradients_in_torchs_order(upstream):
     x = np.array([[[0, 0, 5, 0, 0]]], np.float32)
     g = np.array([[upstream]], np.float32)
     ours = Tensor(x, requires_grad=True)
-    cf.max_pool1d(ours, kernel_size=3, stride=1).backward(g)
+    F.max_pool1d(ours, kernel_size=3, stride=1).backward(g)
     theirs = torch.tensor(x, requires_grad=True)
-    F.max_pool1d(theirs, kernel_size=3, stride=1).backward(torch.tensor(g))
+    TF.max_pool1d(theirs, kernel_size=3, stride=1).backward(torch.tensor(g))
     assert ours.grad.tobytes() == theirs.grad.numpy().tobytes()
