@@ -5,6 +5,20 @@ where element ``[..., o_1..o_n, k_1..k_n]`` is ``padded[..., o_i*s_i + k_i*d_i]`
 no copy (``as_strided``). Pooling reduces over the kernel axes; unfold reorders the axes.
 The adjoint, :func:`window_adjoint`, adds every window back where it was read from,
 summing overlaps (col2im); it is the VJP of the view and also ``fold``.
+
+The sliding windows of cnnlab, each named for what it serves:
+
+- this view: the reference convolution and pooling (``reference.py``), average and LP
+  pooling and max pooling's indices (``pool.py``), ``unfold``/``fold``;
+- the GEMM convolution's phase grid (``gemm.py``: ``to_grid``, ``TapGroup``): the padded
+  input stored once per stride phase, so that the columns of a chunk are one strided copy
+  per phase instead of one per tap (the speed of every strided convolution);
+- max pooling's per-axis taps (``pool.py``: ``_axis_taps``): plain strided slices along one
+  axis, so that a k x k window costs 2(k - 1) passes instead of k*k - 1, and writable, since
+  the backward sends each gradient to its tap through them.
+
+The fused convolution + pooling reads its pooling windows as channel blocks
+(``conv_pool.py``: ``phased_view``, a reshape), not through a window.
 """
 
 from __future__ import annotations
