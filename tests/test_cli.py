@@ -209,9 +209,6 @@ BAD_TRAIN = [
      r"is a checkpoint of model 'mnist1d-cnn', not 'mlp'"),
     (["--data", "mnist1d", "--model", "cnn", "--threads", "-1"],
      r"train: threads must be >= 0 \(0: auto\), got -1"),
-    (["--data", "digits", "--model", "resnet-small", "--threads", "2"],
-     r"train: --threads 2 splits each batch into shards, but this model's BatchNorm2d "
-     r"couples the samples of a batch; use --threads 1"),
 ]
 
 
@@ -219,8 +216,7 @@ BAD_TRAIN = [
 @pytest.mark.parametrize(("options", "message"), BAD_TRAIN,
                          ids=["unknown-data-cnn", "unknown-data-mlp", "unknown-model",
                               "negative-lr", "zero-batch", "negative-steps", "not-classifier",
-                              "wrong-rank", "other-architecture", "negative-threads",
-                              "threads-with-batchnorm"])
+                              "wrong-rank", "other-architecture", "negative-threads"])
 def test_bad_train_input(capsys, workspace, options, message):
     argv = ["train", *options, "--steps", "3", "--no-progress",
             "--checkpoint", str(workspace["folder"]), "--metrics-out", str(workspace["metrics"])]
@@ -266,8 +262,8 @@ def test_resume_alone_continues_the_run_with_its_own_settings(capsys, tmp_path):
 
 
 @needs_mnist1d
-def test_resume_alone_keeps_the_runs_shard_count(capsys, tmp_path):
-    # The shard count sets the gradient sums' rounding: the run's own, not the default.
+def test_resume_alone_keeps_the_runs_worker_count(capsys, tmp_path):
+    # --threads is the run's own setting (it changes no bits: tests/train/test_parallel.py).
     settings = ("--threads", "2", "--batch-size", "200", "--checkpoint-every", "2")
     reference = _train(capsys, tmp_path / "whole", "--steps", "6", *settings)
     _train(capsys, tmp_path / "split", "--steps", "3", *settings)

@@ -1,15 +1,37 @@
 """Keep freed large arrays in the process heap instead of returning them to the OS.
 
-glibc serves allocations above its mmap threshold (128 KiB to 32 MiB, adaptive) with fresh
-pages from the kernel and unmaps them on free, so every new activation or gradient array of
-a training step is page-faulted in again. In a virtual machine that first touch costs more
-than the arithmetic: a ReLU forward+backward on a (128, 6, 28, 28) float32 batch took
-3.9 ms with the defaults and 0.53 ms with the heap kept (this project's 2-core development
-machine). :func:`tune_allocator` raises the thresholds so freed memory is reused; the price
+What it buys. An allocation that the heap cannot serve is fresh pages from the kernel, and
+first-touching them costs more than the arithmetic: filling a fresh 8 MiB array took
+2.7 ms, a reused one 0.29 ms (the project's 2-core development VM). glibc serves
+allocations above its mmap threshold with fresh pages and unmaps them on free; it raises
+that threshold to the size of each freed block (up to 32 MiB) and trims the heap's free
+top above twice that, so how often a training step page-faults its activations, gradients
+and columns in again depends on the sizes it has freed so far, on the environment
+(``MALLOC_MMAP_THRESHOLD_`` fixes the threshold) and on arrays above 32 MiB.
+:func:`tune_allocator` raises the thresholds so that every freed array is reused; the price
 is that the process keeps its peak heap size until it exits.
 
-The CLI calls it; a library user opts in by calling it once. It changes process-wide
-settings, so the library never calls it on import.
+Measured: LeNet-5 training on mnist5k (batch 128, two shards), ms per step over 160 steps,
+minimum of alternating fresh processes (4-6 rounds), with the tuning and with the GEMM's
+former workspace of scratch buffers reused between calls (``ops/gemm.py``, until issue 12):
+
+=========================================  ======  ===========  ==============  =======
+heap                                       both    tuning only  workspace only  neither
+=========================================  ======  ===========  ==============  =======
+glibc defaults                             5.2     5.2          5.2             5.3
+``MALLOC_MMAP_THRESHOLD_=131072``          5.9     5.8          10.0            11.0
+=========================================  ======  ===========  ==============  =======
+
+(with that threshold, CIFAR's first layer, 64 images, forward + backward: 13.7, 13.1,
+17.5, 18.0 ms). The workspace fixed a small part of the cost that the tuning fixes
+whole, so only the tuning is kept (issue 12). Timed with a script that runs
+``cnnlab.train.Trainer(default_config("mnist5k", "cnn", steps=160)).run()`` and reads its
+``train_seconds``; the workspace was switched off by making its buffers fresh arrays.
+
+How to turn it off: the library never calls it (it changes process-wide settings, so it is
+not done on import); the ``cnnlab`` command line calls it once at start, so a run without
+it is a Python script that trains without calling it. Elsewhere than glibc it does nothing
+and returns False.
 """
 
 from __future__ import annotations

@@ -156,9 +156,10 @@ def _train_config(args: argparse.Namespace):
 
 def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``settings`` with those not given on the command line (None) taken from the run
-    being resumed, its length, shard count and checkpoint interval included, so that
-    ``--resume`` alone continues that run exactly; a setting given and different is refused
-    by the trainer. A checkpoint written before a setting existed ran with its default."""
+    being resumed, its length, worker count and checkpoint interval included, so that
+    ``--resume`` alone continues that run exactly as it was set up; a recipe setting given
+    and different is refused by the trainer. A checkpoint written before a setting existed
+    ran with its default."""
     from .train.checkpoint import load_checkpoint_metadata
     from .train.loop import CHECKPOINT_NAME
     from .train.recipes import RECIPE_FIELDS, saved_setting
@@ -271,9 +272,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,
-                        help="split each batch into this many shards, differentiated at "
-                             "once (worker processes on Linux, threads elsewhere; default "
-                             "0: one per core when the batch is big enough)")
+                        help="differentiate up to this many of a batch's shards at once "
+                             "(worker processes on Linux, threads elsewhere; default 0: one "
+                             "per available core). The shards follow the batch and the "
+                             "model, so the weights are the same bits for any value")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -837,9 +837,10 @@ def test_default_budget_bounds_the_column_buffer():
     ((2, 3, 8, 8), {"padding": 1}),
     ((2, 2, 9), {"stride": 2, "dilation": 2}),
 ])
-def test_results_never_alias_the_reused_workspace(shape, kwargs):
-    """The GEMM path reuses scratch buffers between calls; a result must survive the next
-    call (with different data) unchanged, forward and backward."""
+def test_a_result_survives_the_next_call(shape, kwargs):
+    """Nothing the GEMM path keeps between calls (plans, index maps, once a workspace) may
+    alias a result: it survives the next call (with different data) unchanged, forward and
+    backward."""
     rng = np.random.default_rng(0)
     nd = len(shape) - 2
     conv = getattr(F, f"conv{nd}d")

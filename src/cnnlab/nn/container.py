@@ -10,11 +10,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from .. import functional as F
-from ..ops._args import _is_int
-from .conv import Conv1d, Conv2d, Conv3d
+from .fusion import fuse_conv_max_pool
 from .module import Module
-from .pooling import MaxPool1d, MaxPool2d, MaxPool3d
 
 
 def _index(container: Module, index: Any) -> int:
@@ -59,12 +56,12 @@ class Sequential(_ModuleSequence):
     Built from modules (``Sequential(Conv2d(...), ReLU())``, keys ``"0"``, ``"1"``, ...) or
     from one ``OrderedDict`` of named modules.
 
-    A ``ConvNd`` (stride 1, no dilation, zero padding) directly followed by a ``MaxPoolNd``
-    whose window is its stride (no padding, floor mode, no indices) runs as one op,
-    :func:`cnnlab.functional.conv_max_pool`: the same function, computed as one strided
-    convolution over the pooled positions where the cost model says that is faster
-    (layers with few input channels; a LeNet-5 step: 7.5-7.9 -> 6.1 ms). Set
-    ``fuse_conv_pool = False`` on an instance to run every module on its own.
+    ``forward`` runs the steps of :func:`~cnnlab.nn.fusion.fuse_conv_max_pool`, a named
+    rewrite pass: a ``ConvNd`` directly followed by a ``MaxPoolNd`` whose window is its
+    stride runs as one op, :func:`cnnlab.functional.conv_max_pool`, the same function
+    computed as one strided convolution where the cost model says that is faster (what it
+    buys and when it stands aside: :mod:`cnnlab.nn.fusion`). Set ``fuse_conv_pool = False``
+    on an instance to run every module on its own.
 
     >>> from cnnlab.nn import Flatten, Identity
     >>> Sequential(Identity(), Flatten())
@@ -87,53 +84,13 @@ class Sequential(_ModuleSequence):
 
     def forward(self, x: Any) -> Any:
         modules = list(self._modules.values())
-        index = 0
-        while index < len(modules):
-            module = modules[index]
-            pool = _fused_pool_size(module, modules[index + 1]) if (
-                self.fuse_conv_pool and index + 1 < len(modules)) else None
-            if pool is None:
-                x = module(x)
-                index += 1
-            else:
-                n = module.spatial_dims
-                x = F._conv_max_pool(x, module.weight, module.bias, module.padding,
-                                     module.groups, pool, n, (f"conv{n}d", f"max_pool{n}d"))
-                index += 2
+        steps = fuse_conv_max_pool(modules) if self.fuse_conv_pool else modules
+        for step in steps:
+            x = step(x)
         return x
 
     def _slice(self, index: slice) -> Sequential:
         return Sequential(OrderedDict(list(self._modules.items())[index]))
-
-
-_FUSABLE = {Conv1d: MaxPool1d, Conv2d: MaxPool2d, Conv3d: MaxPool3d}
-
-
-def _fused_pool_size(conv: Module, pool: Module) -> tuple[int, ...] | None:
-    """The pooling window when ``pool(conv(x))`` is :func:`F.conv_max_pool` (see
-    :class:`Sequential`), else None. Only the library's own layer classes fuse, with no
-    ``forward`` set on the instance: a subclass or a patched layer runs its own code."""
-    if (_FUSABLE.get(type(conv)) is not type(pool)
-            or "forward" in vars(conv) or "forward" in vars(pool)):
-        return None
-    n = conv.spatial_dims
-    kernel, stride = _int_tuple(pool.kernel_size, n), _int_tuple(pool.stride, n)
-    plain_conv = (conv.stride == (1,) * n and conv.dilation == (1,) * n
-                  and conv.padding_mode == "zeros")
-    plain_pool = (kernel is not None and kernel == stride and min(kernel) >= 1
-                  and _int_tuple(pool.padding, n) == (0,) * n
-                  and _int_tuple(pool.dilation, n) == (1,) * n
-                  and pool.ceil_mode is False and pool.return_indices is False)
-    return kernel if plain_conv and plain_pool else None
-
-
-def _int_tuple(value: Any, n: int) -> tuple[int, ...] | None:
-    """``value`` as n ints (an int repeated, or a sequence of n ints), else None."""
-    if _is_int(value):
-        return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(map(_is_int, value)):
-        return tuple(int(v) for v in value)
-    return None
 
 
 class ModuleList(_ModuleSequence):

@@ -29,7 +29,6 @@ added back through the same slices (col2im), which is also the transposed convol
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from itertools import product
@@ -55,41 +54,6 @@ COLS_BUDGET_BYTES = 8 * 2**20
 # when it is at most this large (LeNet-5's layers: 10 and 8 MB); larger layers keep the
 # input grid and rebuild their columns chunk by chunk.
 KEEP_COLS_BYTES = 16 * 2**20
-
-
-class _Workspace(threading.local):
-    """Scratch buffers reused from call to call (one set per thread).
-
-    A fresh multi-megabyte ``np.empty`` is fresh pages from the OS, and first-touching
-    them cost more than the GEMM itself on small layers (CIFAR's first layer: 10.7 ms
-    with fresh buffers, 4.2 ms reused). Results never alias these buffers.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
-
-
-_WORKSPACE = _Workspace()
-
-
-def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype, zero: bool = False
-            ) -> np.ndarray:
-    """A reusable C-contiguous array of ``shape`` (zeroed if asked) for temporary use."""
-    size = prod(shape)
-    key = (name, np.dtype(dtype))
-    buffer = _WORKSPACE.buffers.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = np.empty(max(size, 1), dtype=dtype)
-        _WORKSPACE.buffers[key] = buffer
-    view = buffer[:size].reshape(shape)
-    if zero:
-        view.fill(0)
-    return view
-
-
-def release_workspace() -> None:
-    """Free the scratch buffers kept between calls (they regrow on demand)."""
-    _WORKSPACE.buffers.clear()
 
 
 class TapGroup(NamedTuple):
@@ -263,13 +227,10 @@ def _phase_slices(geo: GemmPlan, phase: tuple[int, ...]):
     return tuple(grid_index), tuple(input_index)
 
 
-def to_grid(x: np.ndarray, geo: GemmPlan, keep: bool = False) -> np.ndarray:
-    """(N, C, *spatial) -> zero-padded phase grid (phases, C, *positions(grid)), one copy.
-
-    ``keep``: a new array that outlives the call (else workspace scratch).
-    """
+def to_grid(x: np.ndarray, geo: GemmPlan) -> np.ndarray:
+    """(N, C, *spatial) -> zero-padded phase grid (phases, C, *positions(grid)), one copy."""
     shape = (len(geo.phases), geo.in_channels, *geo.positions(geo.grid))
-    flat = np.zeros(shape, x.dtype) if keep else scratch("grid", shape, x.dtype, zero=True)
+    flat = np.zeros(shape, x.dtype)
     grid = geo.logical(flat, 2)  # (phases, C, N, *G)
     x_cm = x.swapaxes(0, 1)  # (C, N, *spatial), a view
     for index, phase in enumerate(geo.phases):
@@ -296,10 +257,10 @@ def from_grid(flat: np.ndarray, geo: GemmPlan) -> np.ndarray:
 
 def new_output_rows(geo: GemmPlan, dtype: np.dtype) -> np.ndarray:
     """Where the forward's GEMMs write: image-major, the output array itself
-    (N, C_out, *out); batch-minor, workspace (C_out, *positions(out)) that
+    (N, C_out, *out); batch-minor, an array (C_out, *positions(out)) that
     :func:`output_from_rows` lays out."""
     if geo.batch_inner:
-        return scratch("out_grid", (geo.out_channels, *geo.positions(geo.out_spatial)), dtype)
+        return np.empty((geo.out_channels, *geo.positions(geo.out_spatial)), dtype)
     return np.empty((geo.batch, geo.out_channels, *geo.out_spatial), dtype)
 
 
@@ -311,7 +272,7 @@ def output_from_rows(rows: np.ndarray, geo: GemmPlan, bias: np.ndarray | None = 
         if bias is not None:
             rows += bias.reshape((-1,) + (1,) * len(geo.out_spatial))
         return rows
-    # Always a new array: rows is workspace scratch that the next call overwrites.
+    # Batch-minor rows are laid out as (N, C_out, *out): one copy, with the bias added in it.
     out = np.empty((geo.batch, geo.out_channels, *geo.out_spatial), dtype=rows.dtype)
     logical = geo.logical(rows, 1)
     if bias is None:
@@ -334,7 +295,7 @@ def output_rows(gy: np.ndarray, geo: GemmPlan) -> np.ndarray:
         return np.ascontiguousarray(gy)
     shape = ((geo.out_channels, *geo.positions(geo.out_spatial)) if geo.batch_inner
              else (geo.batch, geo.out_channels, *geo.out_spatial))
-    flat = scratch("gy_grid", shape, gy.dtype, zero=partial)
+    flat = (np.zeros if partial else np.empty)(shape, gy.dtype)
     crop = tuple(slice(0, o) for o in gy.shape[2:])
     if geo.batch_inner:
         geo.logical(flat, 1)[(slice(None), slice(None), *crop)] = gy.swapaxes(0, 1)
@@ -378,7 +339,7 @@ class _Chunk:
 
     ``cols``: the chunk's columns (g, K, C/g, *positions) in memory order, a view whose
     reshapes never copy, so ``matmul(out=...)`` writes into it: a contiguous prefix of the
-    workspace buffer, or a slice of a layer's kept column matrix.
+    chunks' shared buffer, or a slice of a layer's kept column matrix.
 
     ``matrix``: the columns as GEMM operands. Batch-minor, one (g, K*C/g, L) matrix per
     group. Image-major, one (K*C/g, prod(out)) matrix per image and group, ``(n, g, R, P)``:
@@ -449,12 +410,13 @@ def _tap_windows(geo: GemmPlan, start: int, stop: int) -> tuple[tuple, ...]:
 
 def _chunks(geo: GemmPlan, dtype: np.dtype, budget: int, kept: np.ndarray | None = None):
     """The chunks covering every output position, each with at most ``budget`` bytes of
-    columns: views of ``kept`` (g, K, C/g, *positions) when given, else workspace."""
+    columns: views of ``kept`` (g, K, C/g, *positions) when given, else of one buffer the
+    chunks take turns in."""
     units, per_chunk = _chunk_units(geo, np.dtype(dtype).itemsize, budget)
     positions = geo.positions(geo.out_spatial)
     shape = _column_rows(geo)
     if kept is None:
-        buffer = scratch("cols", (prod(shape) * per_chunk * prod(positions[1:]),), dtype)
+        buffer = np.empty(prod(shape) * per_chunk * prod(positions[1:]), dtype)
     for start in range(0, units, per_chunk):
         stop = min(units, start + per_chunk)
         if kept is not None:
@@ -624,7 +586,7 @@ def conv_forward(x: np.ndarray, w: np.ndarray, geo: GemmPlan,
             y += bias.reshape((-1,) + (1,) * len(geo.kernel))
         return y
     keep_cols = saved is not None and _cols_bytes(geo, x.itemsize) <= KEEP_COLS_BYTES
-    flat_grid = to_grid(x, geo, keep=saved is not None and not keep_cols)
+    flat_grid = to_grid(x, geo)
     grid = _grouped_grid(flat_grid, geo)
     wm = _weight_matrix(w, geo.groups)
     out = new_output_rows(geo, x.dtype)
@@ -676,8 +638,8 @@ def conv_backward(
         flat_grid = saved["grid"] if saved and "grid" in saved else to_grid(x, geo)
         grid = _grouped_grid(flat_grid, geo)
     if need_input:
-        grad_flat = scratch("grad_grid", (len(geo.phases), geo.in_channels,
-                                          *geo.positions(geo.grid)), dtype, zero=True)
+        grad_flat = np.zeros((len(geo.phases), geo.in_channels, *geo.positions(geo.grid)),
+                             dtype)
         grad_grid = _grouped_grid(grad_flat, geo)
     wm_t = wm.transpose(0, 2, 1)
     for chunk in _chunks(geo, dtype, COLS_BUDGET_BYTES) if need_weight or need_input else ():

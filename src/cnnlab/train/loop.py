@@ -2,11 +2,13 @@
 
 One ``np.random.Generator`` seeded from ``config.seed`` spawns independent streams for
 initialisation, data order and augmentation, so the same seed gives the same final
-weights. A checkpoint (``checkpoint.safetensors`` in ``config.checkpoint_dir``) holds the
-model, optimizer, data-order and generator states and the step counter; it is written
-atomically after every epoch and every ``checkpoint_every`` steps, and ``resume`` continues
-from it to exactly the weights an uninterrupted run reaches. A non-finite loss stops the
-run with :class:`TrainingDivergedError` and leaves the last good checkpoint in place.
+weights, bit for bit on any number of cores (the shard plan ignores the machine and BLAS
+runs one thread: :mod:`cnnlab.train.parallel`). A checkpoint (``checkpoint.safetensors``
+in ``config.checkpoint_dir``) holds the model, optimizer, data-order and generator states
+and the step counter; it is written atomically after every epoch and every
+``checkpoint_every`` steps, and ``resume`` continues from it to exactly the weights an
+uninterrupted run reaches. A non-finite loss stops the run with
+:class:`TrainingDivergedError` and leaves the last good checkpoint in place.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ from .parallel import (
     ProcessShards,
     ThreadShards,
     can_fork_workers,
-    resolve_threads,
+    coupled_layers,
+    resolve_workers,
+    run_in_order,
     shard_bounds,
+    shard_count,
     single_threaded_blas,
     sum_shards,
 )
@@ -170,9 +175,12 @@ class Trainer:
                                  drop_last=False, rng=data_rng, transform=transform)
         self.optimizer = _make_optimizer(config, self.model)
         self.scheduler = _make_scheduler(config, self.optimizer, self.total_steps)
-        self.threads = resolve_threads(config.threads, self.model, config.batch_size,
-                                       prod(self.input_shape))
-        self._shards: ProcessShards | ThreadShards | None = None
+        # The shard plan follows the batch and the model; the workers only run it.
+        self._batch_independent = not coupled_layers(self.model)
+        self.shards = self._shard_count(config.batch_size)
+        self.workers = resolve_workers(config.threads)
+        self.threads = min(self.workers, self.shards)  # shards at once in a full batch
+        self._runner: ProcessShards | ThreadShards | None = None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -278,31 +286,40 @@ class Trainer:
             self.scheduler.step()
         return value
 
+    def _shard_count(self, samples: int) -> int:
+        """Shards of a batch of ``samples`` samples (:func:`~.parallel.shard_count`)."""
+        return shard_count(samples, prod(self.input_shape), self._batch_independent)
+
     def _loss_and_gradients(self, xb: np.ndarray, yb: np.ndarray, params: list[Tensor]
                             ) -> tuple[float, list[np.ndarray | None]]:
-        """The batch's mean loss and its gradient for each of ``params``, from
-        ``self.threads`` shards differentiated in parallel (see :mod:`cnnlab.train.parallel`)."""
+        """The batch's mean loss and its gradient for each of ``params``: the sum, in shard
+        order, of its shards' (see :mod:`cnnlab.train.parallel`), run by up to
+        ``self.workers`` processes at once, with the same bits for any number of them."""
         jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb))
-                for lo, hi in shard_bounds(len(xb), self.threads)]
-        if len(jobs) == 1:
-            results = [self._shard_gradients(*jobs[0], params)]
-        else:
-            if (self._shards is not None
-                    and not self._shards.fits(self._shard_gradients, jobs, params)):
-                self.close()  # a batch bigger than the configured one, or another shape
-            if self._shards is None:
-                self._shards = self._start_shards(jobs)
-            results = self._shards.run(self._shard_gradients, jobs, params)
+                for lo, hi in shard_bounds(len(xb), self._shard_count(len(xb)))]
+        with single_threaded_blas():  # BLAS's thread count changes rounding (see .parallel)
+            if min(self.workers, len(jobs)) == 1:
+                results = run_in_order(self._shard_gradients, jobs, params)
+            else:
+                if (self._runner is not None
+                        and not self._runner.fits(self._shard_gradients, jobs, params)):
+                    self.close()  # a batch bigger than the configured one, or another shape
+                if self._runner is None:
+                    self._runner = self._start_runner(xb, yb)
+                results = self._runner.run(self._shard_gradients, jobs, params)
         return sum_shards(results)
 
-    def _start_shards(self, jobs: list[tuple[np.ndarray, np.ndarray, float]]
-                      ) -> ProcessShards | ThreadShards:
+    def _start_runner(self, xb: np.ndarray, yb: np.ndarray) -> ProcessShards | ThreadShards:
         """Worker processes where the OS can fork them (no interpreter lock to share),
-        else threads; either way the same shards, so the same weights."""
+        else threads; either way the same shards, so the same weights. The processes get
+        room for the shards of a configured batch, or of ``xb`` if that is larger."""
+        rows = max(len(xb), self.config.batch_size)
+        bounds = shard_bounds(rows, self._shard_count(rows))
+        workers = min(self.workers, len(bounds))
         if not can_fork_workers():
-            return ThreadShards(self.threads)
-        return ProcessShards(self._shard_gradients, list(self.model.parameters()), jobs,
-                             self.config.batch_size)
+            return ThreadShards(workers)
+        return ProcessShards(self._shard_gradients, list(self.model.parameters()), bounds,
+                             xb, yb, workers)
 
     def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float,
                          params: list[Tensor]) -> tuple[float, list[np.ndarray | None]]:
@@ -323,11 +340,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train to ``total_steps`` (continuing from the checkpoint when resuming)."""
-        if self.threads == 1:
-            return self._run()
-        # Sharded: the shards are the parallelism, for the evaluations between epochs too.
-        # A 2-thread BLAS call there would leave OpenBLAS's workers spinning on the cores
-        # the shards need: the ten steps after each evaluation ran 30-40% slower.
+        # One BLAS thread throughout, steps and evaluations alike: its thread count changes
+        # rounding (see cnnlab.train.parallel), and the shards are the parallelism. A
+        # 2-thread BLAS call between steps would also leave OpenBLAS's workers spinning on
+        # the cores the shards need: the ten steps after each evaluation ran 30-40% slower.
         with single_threaded_blas():
             return self._run()
 
@@ -379,9 +395,9 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the shard workers, if any (a later step starts them again)."""
-        if self._shards is not None:
-            self._shards.close()
-            self._shards = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     def metrics(self) -> dict[str, Any]:
         test_loss, test_accuracy = evaluate(self.model, self.x_test, self.y_test)

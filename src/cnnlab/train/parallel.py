@@ -1,21 +1,49 @@
 """Data parallelism over one machine's cores: a batch's gradient as the sum of its shards'.
 
-NumPy runs an op on one core except inside BLAS, and most of a small CNN's training step
-is not BLAS (column copies, pooling, activations, layout changes). Splitting the batch into
-shards and differentiating them at the same time keeps every core busy on all of it, as
-PyTorch's DistributedDataParallel does with processes. On Linux the shards after the first
-run in forked worker processes (:class:`ProcessShards`); elsewhere in threads
-(:class:`ThreadShards`), which share one interpreter lock: a LeNet-5 step took 8.2 ms in
-two threads and 6.4 ms in two processes (one shard alone: 9.1 ms). Meanwhile BLAS runs
-one thread per call, so the shards' GEMMs do not fight each other's BLAS threads for the
-same cores.
+What it buys. NumPy runs an op on one core except inside BLAS, and most of a small CNN's
+training step is not BLAS (column copies, pooling, activations, layout changes). Splitting
+the batch into shards and differentiating them at the same time keeps every core busy on
+all of it, as PyTorch's DistributedDataParallel does with processes: a LeNet-5 step on
+mnist5k (batch 128, two shards of 64) took 5.3 ms with two processes and 8.9 ms with one
+(``--threads 1``), on the 2-core development VM (train time per step over 160 steps,
+minimum of 5 alternating runs; ``python benchmarks/bench_train.py`` times whole runs). On
+Linux the shards run in forked worker processes (:class:`ProcessShards`); elsewhere in
+threads (:class:`ThreadShards`), which share one interpreter lock (a LeNet-5 step: 8.2 ms
+in two threads, 6.4 ms in two processes).
 
-For a loss that is a mean over the batch, ``grad = sum_s (n_s / n) grad(loss_s)``: the
-batch gradient up to float rounding. Shards are summed in a fixed order, so the same
-number of shards gives the same bits on every run, whatever order the shards finish in,
-in processes or in threads. Layers that couple the samples of a batch (BatchNorm) or draw
-from one generator (Dropout) declare ``batch_independent = False``, and such models are
-never sharded."""
+How to turn it off: ``cnnlab train --threads 1`` (``TrainConfig(threads=1)``) runs the same
+shards one after another in the trainer's process, with the same bits. The price of a plan
+that ignores the machine is paid on one core: LeNet-5's two shards of 64 images, one after
+the other, take 8.3 ms against 7.5 ms for the 128 images as one (each shard repeats the
+step's per-op Python work).
+
+The shard plan is a function of the batch and the model, never of the machine:
+:func:`shard_count` splits a batch of ``n`` samples of ``v`` input values into the largest
+power of two of shards no larger than ``n * v // MIN_SHARD_VALUES``, ``n`` and
+:data:`MAX_SHARDS` (one shard when the model couples the samples of a batch: BatchNorm's
+batch statistics, Dropout's one generator, ``batch_independent = False``). The workers
+(``--threads``, by default one per available core) only decide who executes the shards:
+with ``w`` workers each runs a contiguous block of about ``shards / w`` of them, and a power
+of two of shards splits evenly over 1, 2, 4 or 8 workers.
+
+Same bits on every machine. For a loss that is a mean over the batch,
+``grad = sum_s (n_s / n) grad(loss_s)``; each shard's term is computed by the same code
+with one BLAS thread wherever it runs, and the trainer adds the terms in shard order
+(:func:`sum_shards`), so the weights do not depend on the worker count, on processes versus
+threads, or on the order in which shards finish. BLAS is held at one thread for every
+training step, sharded or not (:func:`single_threaded_blas`), because OpenBLAS's thread
+count changes rounding: it splits long reductions over its threads. With 1 versus 2
+threads (OpenBLAS 0.3.31, threadpoolctl), 404 of 1,746 float32/float64 products
+``a @ b``, ``a.T @ b``, ``a @ b.T`` (M in 25, 128, 1000; K from 1 to 100,000; N from 1 to
+6,272) differed in their last bits: 351 of the 516 with K >= 784, which is where the
+convolution's weight gradient lies (K = batch x output positions), and 53 of the 1,230
+with smaller K. MNIST-1D's CNN, never sharded, reached other weights within 300 steps.
+One thread is also faster there: 1.5 ms per MNIST-1D step against 1.7 ms with two BLAS
+threads (minimum of 5 alternating runs of 600 steps), whose workers spin on the core the
+step needs. Holding BLAS needs threadpoolctl (in the ``train`` extra); without it BLAS runs
+as the environment sets it (``OPENBLAS_NUM_THREADS=1`` does the same), the shards run one
+after another by default, and the last bits may follow the machine's BLAS threads.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +74,11 @@ from ..ops._args import prod
 # second core wins back: MNIST-1D's CNN (100 sequences of 40) trains faster unsharded,
 # LeNet-5 (128 images of 28x28) 1.4x faster in two shards (benchmarks/bench_train.py).
 MIN_SHARD_VALUES = 2**15
+# At most this many shards: up to 8 cores work on a batch. Every shard repeats the step's
+# per-op Python work, about 0.7 ms for LeNet-5 (one shard of 8 images takes 1.2 ms, of 64
+# 4.1 ms, of 256 16.2 ms, on one core), which a machine with fewer cores than shards pays
+# for nothing.
+MAX_SHARDS = 8
 
 
 def available_cores() -> int:
@@ -139,26 +172,28 @@ def _release_blas_control() -> None:
         clear(force=True)
 
 
-def resolve_threads(requested: int, model: nn.Module, batch_size: int,
-                    sample_values: int) -> int:
-    """How many shards (and threads) a training step uses; ``requested`` 0 means auto.
+def shard_count(samples: int, sample_values: int, batch_independent: bool) -> int:
+    """How many shards a batch of ``samples`` samples of ``sample_values`` input values each
+    is split into: the largest power of two no larger than ``samples * sample_values //``
+    :data:`MIN_SHARD_VALUES`, ``samples`` and :data:`MAX_SHARDS`; 1 when the model couples
+    the samples of a batch (``batch_independent`` False). The machine plays no part.
 
-    Auto: one shard per available core, as long as each shard keeps at least
-    :data:`MIN_SHARD_VALUES` input values; one when the model couples samples or BLAS's
-    threads cannot be limited. An explicit count is used as given (capped at the batch
-    size), and refused for a model that couples samples.
+    >>> shard_count(128, 28 * 28, True), shard_count(100, 40, True), shard_count(128, 784, False)
+    (2, 1, 1)
     """
-    coupled = coupled_layers(model)
+    if not batch_independent:
+        return 1
+    limit = min(samples * sample_values // MIN_SHARD_VALUES, samples, MAX_SHARDS)
+    return 1 << (limit.bit_length() - 1) if limit >= 1 else 1
+
+
+def resolve_workers(requested: int) -> int:
+    """How many shards may run at once (the trainer's process and its workers); 0 means
+    one per available core, or one when BLAS's thread count cannot be held at one (the
+    shards' BLAS threads would fight over the cores). The results do not depend on it."""
     if requested == 0:
-        if coupled or not can_limit_blas():
-            return 1
-        by_work = batch_size * sample_values // MIN_SHARD_VALUES
-        return max(1, min(available_cores(), by_work, batch_size))
-    if requested > 1 and coupled:
-        raise ValueError(f"train: --threads {requested} splits each batch into shards, but "
-                         f"this model's {', '.join(coupled)} couples the samples of a "
-                         f"batch; use --threads 1")
-    return min(requested, batch_size)
+        return available_cores() if can_limit_blas() else 1
+    return requested
 
 
 def shard_bounds(size: int, shards: int) -> list[tuple[int, int]]:
@@ -178,7 +213,7 @@ def shard_bounds(size: int, shards: int) -> list[tuple[int, int]]:
 # kernel. Waking a sleeping process costs 50-170 us in a VM (a pipe round trip after 1 or
 # 7 ms idle: 53 and 172 us asleep, 25 and 52 us polling); a LeNet-5 step has two such
 # waits, the worker's for its next shard and the trainer's for the worker's reply. Only
-# when every shard has a core of its own: else the poll takes time from a shard.
+# when every worker has a core of its own: else the poll takes time from a shard.
 SPIN_SECONDS = 0.002
 
 # -- shard runners ---------------------------------------------------------------------------
@@ -211,66 +246,82 @@ def can_fork_workers() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-class ThreadShards:
-    """Shards 1.. in a thread pool, shard 0 in the caller's thread; BLAS one thread each."""
+def run_in_order(compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
+                 ) -> list[ShardResult]:
+    """``jobs`` one after another in the caller: one worker's share of a step (all of it
+    with ``--threads 1``)."""
+    return [compute(*job, params) for job in jobs]
 
-    def __init__(self, shards: int) -> None:
-        self._shards = shards
-        self._pool = ThreadPoolExecutor(shards - 1, "cnnlab-shard")
+
+class ThreadShards:
+    """A step's shards over ``workers`` threads: the caller's thread runs the first block of
+    them and a thread pool the others (:func:`shard_bounds` over the shards); BLAS one
+    thread each."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(workers - 1, "cnnlab-shard")
 
     def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
              ) -> bool:
-        return len(jobs) <= self._shards
+        return True  # a thread takes any block of shards
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
             ) -> list[ShardResult]:
+        blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
         with single_threaded_blas():
-            futures = [self._pool.submit(compute, *job, params) for job in jobs[1:]]
+            futures = [self._pool.submit(run_in_order, compute, block, params)
+                       for block in blocks[1:]]
             try:
-                first = compute(*jobs[0], params)
+                first = run_in_order(compute, blocks[0], params)
             finally:
                 wait(futures)  # never leave a shard running past this step
-        return [first] + [future.result() for future in futures]
+        return first + [result for future in futures for result in future.result()]
 
     def close(self) -> None:
         self._pool.shutdown()
 
 
 class ProcessShards:
-    """Shards 1.. in forked worker processes, shard 0 in the caller; no GIL between them.
+    """A step's shards over ``workers`` processes: the caller runs the first block of them,
+    forked worker processes the others (:func:`shard_bounds` over the shards); no GIL
+    between them.
 
     Threads share one interpreter lock, and a LeNet-5 shard holds it for about a sixth of
     its time (op dispatch, autograd bookkeeping): two threads queue for it at every op.
     Processes do not. The workers are forked from the trainer, so each holds its own copy
     of the model; every step the caller writes the current weights, and each worker's
     rows of the batch, into memory shared with the workers (an anonymous ``mmap``, freed
-    with the last process that maps it), and each worker writes its shard's gradients
-    back there. A worker computes with the same code and the same one-thread BLAS as a
-    thread would, so the weights come out bitwise the same as with :class:`ThreadShards`.
+    with the last process that maps it), and each worker writes each of its shards'
+    gradients back there. A worker computes with the same code and the same one-thread
+    BLAS as a thread would, so the weights come out bitwise the same as with
+    :class:`ThreadShards` or in one process.
     """
 
-    def __init__(self, compute: ShardCompute, params: list[Tensor], jobs: list[ShardJob],
-                 batch_size: int) -> None:
-        """Workers for ``jobs[1:]``, with row buffers for any batch of up to
-        ``batch_size`` rows split into ``len(jobs)`` shards (the first shard is the
-        largest one :func:`shard_bounds` makes)."""
-        x, y, _ = jobs[0]
-        workers = len(jobs) - 1
-        start, stop = shard_bounds(max(batch_size, sum(len(job[0]) for job in jobs)),
-                                   len(jobs))[0]
-        rows = stop - start
+    def __init__(self, compute: ShardCompute, params: list[Tensor],
+                 bounds: list[tuple[int, int]], x: np.ndarray, y: np.ndarray, workers: int
+                 ) -> None:
+        """``workers - 1`` worker processes, each with room for the largest block of the
+        shards ``bounds`` (those of the largest batch expected) that a worker runs, of
+        samples shaped and typed as those of ``x`` and ``y``."""
+        blocks = [bounds[lo:hi] for lo, hi in shard_bounds(len(bounds), workers)]
+        most_shards = max(len(block) for block in blocks[1:])
+        most_rows = max(block[-1][1] - block[0][0] for block in blocks[1:])
         self._params = params
         specs = [(p.data.shape, p.data.dtype) for p in params]
         self._weights = _shared_arrays(specs)
-        self._grads = [_shared_arrays(specs) for _ in range(workers)]
+        self._workers = workers
+        # _grads[worker][slot][param]: the gradients of the worker's slot-th shard.
+        self._grads = [[_shared_arrays(specs) for _ in range(most_shards)]
+                       for _ in range(workers - 1)]
         self._x, self._y = [], []
-        for _ in range(workers):
-            x_rows, y_rows = _shared_arrays([((rows, *x.shape[1:]), x.dtype),
-                                             ((rows, *y.shape[1:]), y.dtype)])
+        for _ in range(workers - 1):
+            x_rows, y_rows = _shared_arrays([((most_rows, *x.shape[1:]), x.dtype),
+                                             ((most_rows, *y.shape[1:]), y.dtype)])
             self._x.append(x_rows)
             self._y.append(y_rows)
         self._compute = compute
-        self._spin = SPIN_SECONDS if len(jobs) <= available_cores() else 0.0
+        self._spin = SPIN_SECONDS if workers <= available_cores() else 0.0
         self._index = {id(p): i for i, p in enumerate(params)}
         self._connections: list[Any] = []
         self._processes: list[Any] = []
@@ -279,7 +330,7 @@ class ProcessShards:
                                            self._processes)
         context = mp.get_context("fork")
         try:
-            for index in range(workers):
+            for index in range(workers - 1):
                 ours, theirs = context.Pipe()
                 self._connections.append(ours)
                 process = context.Process(
@@ -301,44 +352,54 @@ class ProcessShards:
 
     def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
              ) -> bool:
-        """Whether these workers can run ``jobs[1:]``: the same computation and parameters
-        they were forked with, and rows that fit their buffers (else start new workers)."""
-        return (compute == self._compute and len(jobs) - 1 <= len(self._x)
-                and all(id(p) in self._index for p in params)
-                and all(x.shape[1:] == slot.shape[1:] and x.dtype == slot.dtype
-                        and len(x) <= len(slot) and y.shape[1:] == rows.shape[1:]
-                        and y.dtype == rows.dtype
-                        for (x, y, _), slot, rows in zip(jobs[1:], self._x, self._y)))
+        """Whether these workers can run their blocks of ``jobs``: the same computation and
+        parameters they were forked with, and shards and rows that fit their buffers (else
+        start new workers)."""
+        blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
+        x_slot, y_slot = self._x[0], self._y[0]
+        return (compute == self._compute and all(id(p) in self._index for p in params)
+                and all(len(block) <= len(self._grads[0])
+                        and sum(len(x) for x, _, _ in block) <= len(x_slot)
+                        for block in blocks[1:])
+                and all(x.shape[1:] == x_slot.shape[1:] and x.dtype == x_slot.dtype
+                        and y.shape[1:] == y_slot.shape[1:] and y.dtype == y_slot.dtype
+                        for x, y, _ in jobs))
 
     def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
             ) -> list[ShardResult]:
-        """Shard 0 here with ``compute``, the others in the workers (which run the
-        ``compute`` they were forked with: :meth:`fits` checks it is the same)."""
+        """The first block of shards here with ``compute``, the others in the workers (which
+        run the ``compute`` they were forked with: :meth:`fits` checks it is the same); the
+        results in shard order."""
+        blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
         trainable = [self._index[id(p)] for p in params]
         for param, shared in zip(self._params, self._weights):
             np.copyto(shared, param.data)
         sent = []
         try:
-            for worker, (x, y, weight) in enumerate(jobs[1:]):
-                self._x[worker][:len(x)] = x
-                self._y[worker][:len(y)] = y
+            for worker, block in enumerate(blocks[1:]):
+                start, shards = 0, []
+                for x, y, weight in block:  # the block's rows, one shard after another
+                    self._x[worker][start:start + len(x)] = x
+                    self._y[worker][start:start + len(y)] = y
+                    shards.append((len(x), weight))
+                    start += len(x)
                 try:
-                    self._connections[worker].send((len(x), weight, trainable))
+                    self._connections[worker].send((shards, trainable))
                 except OSError:  # it died since the last step
                     raise self._died(worker) from None
                 sent.append(worker)
             with single_threaded_blas():
-                first = compute(*jobs[0], params)
+                results = run_in_order(compute, blocks[0], params)
         finally:
             replies = self._receive_all(sent)  # never leave a shard running past this step
-        results = [first]
-        for worker, (loss, missing) in zip(sent, replies):
-            shard = [None if i in missing else self._grads[worker][i].copy()
-                     for i in trainable]
-            results.append((loss, shard))
+        for worker, reply in zip(sent, replies):
+            for slot, (loss, missing) in enumerate(reply):
+                grads = self._grads[worker][slot]
+                results.append((loss, [None if i in missing else grads[i].copy()
+                                       for i in trainable]))
         return results
 
-    def _receive_all(self, workers: list[int]) -> list[tuple[float, set[int]]]:
+    def _receive_all(self, workers: list[int]) -> list[list[tuple[float, set[int]]]]:
         """Every worker's reply; the first failure is raised once all have answered."""
         replies, failure = [], None
         for worker in workers:
@@ -350,7 +411,8 @@ class ProcessShards:
             raise failure
         return replies
 
-    def _receive(self, worker: int) -> tuple[float, set[int]]:
+    def _receive(self, worker: int) -> list[tuple[float, set[int]]]:
+        """A worker's (weighted loss, indices of missing gradients) for each of its shards."""
         try:
             connection = self._connections[worker]
             _await(connection, self._spin)
@@ -360,7 +422,7 @@ class ProcessShards:
         if status == "error":  # the worker's own exception, its traceback as the cause
             error, trace = payload
             raise error from _ShardWorkerError(f"in shard worker {worker + 1}:\n{trace}")
-        return payload[0], set(payload[1])
+        return [(loss, set(missing)) for loss, missing in payload[0]]
 
     def _died(self, worker: int) -> RuntimeError:
         self._processes[worker].join(timeout=5)  # reap it, for its exit code
@@ -386,9 +448,10 @@ def _stop_workers(connections: list[Any], processes: list[Any]) -> None:
 
 
 def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
-           params: list[Tensor], weights: list[np.ndarray], grads: list[np.ndarray],
+           params: list[Tensor], weights: list[np.ndarray], grads: list[list[np.ndarray]],
            x: np.ndarray, y: np.ndarray, spin: float) -> None:
-    """A worker's loop: one shard per message until ``None`` or the trainer is gone."""
+    """A worker's loop: one block of shards per message until ``None`` or the trainer is
+    gone. ``grads[slot]``: where the block's slot-th shard's gradients go."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     for end in trainer_ends:  # inherited copies: with them open, the trainer's exit (even
         end.close()           # a kill) would never reach ``recv`` as end-of-file
@@ -403,19 +466,24 @@ def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
                 return
             if message is None:
                 return
-            rows, weight, trainable = message
+            shards, trainable = message
             try:
                 for index, param in enumerate(params):
                     param.requires_grad = index in trainable
-                loss, shard = compute(x[:rows], y[:rows], weight,
-                                      [params[i] for i in trainable])
-                missing = []
-                for index, value in zip(trainable, shard):
-                    if value is None:
-                        missing.append(index)
-                    else:
-                        np.copyto(grads[index], value)
-                reply: tuple[Any, ...] = ("ok", loss, missing)
+                chosen = [params[i] for i in trainable]
+                done, start = [], 0
+                for slot, (rows, weight) in enumerate(shards):
+                    stop = start + rows
+                    loss, shard = compute(x[start:stop], y[start:stop], weight, chosen)
+                    missing = []
+                    for index, value in zip(trainable, shard):
+                        if value is None:
+                            missing.append(index)
+                        else:
+                            np.copyto(grads[slot][index], value)
+                    done.append((loss, missing))
+                    start = stop
+                reply: tuple[Any, ...] = ("ok", done)
             except Exception as error:  # the trainer raises it
                 reply = ("error", _picklable(error), traceback.format_exc())
             connection.send(reply)

@@ -23,9 +23,10 @@ class TrainConfig:
     Exactly one of ``epochs`` / ``steps`` is set. ``checkpoint_every``: steps between
     checkpoints inside an epoch (a checkpoint is also written after every epoch).
     ``eval_every``: steps between test evaluations for the learning curve (0: per epoch).
-    ``threads``: shards each batch is split into, differentiated at once (0: one per core
-    when the batch is big enough; see :mod:`cnnlab.train.parallel`). The shard count sets the
-    gradient's float rounding, so it is part of what fixes the final weights' last bits.
+    ``threads``: how many of a batch's shards are differentiated at once, by the trainer's
+    process and its workers (0: one per available core). The shards themselves follow the
+    batch and the model (:func:`cnnlab.train.parallel.shard_count`), so the final weights
+    are the same bits for every value, on every machine.
     ``shuffle``: draw each epoch's batches from a seeded permutation (True) or take the
     training set in its stored order, the same batches every epoch (False).
     """
@@ -79,8 +80,8 @@ class TrainConfig:
 
 # The settings that set a run's trajectory: a resumed run must use the checkpoint's own
 # (Trainer.restore refuses others). The rest are its length (epochs / steps, which a resume
-# may extend) and machine-side settings; ``threads`` among them changes only the last bits
-# of the gradient sums.
+# may extend) and machine-side settings, which change nothing in the weights (``threads``
+# only decides how many shards run at once).
 RECIPE_FIELDS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed",
                  "augment_shift", "shuffle")
 
