@@ -24,6 +24,11 @@ column buffer near :data:`COLS_BUDGET_BYTES`, whatever the batch size.
 
 The VJPs reuse the same columns: ``grad_w = gy @ cols.T`` and ``grad_cols = W.T @ gy``
 added back through the same slices (col2im), which is also the transposed convolution.
+
+Why this module is longer than 600 lines: the plan (:class:`GemmPlan`), the column chunks
+(:class:`_Chunk`) and the two passes over them (:func:`conv_forward`, :func:`conv_backward`)
+share every private helper here; split apart, reading the forward or its VJP would take a
+second file open. The reader's version of the same sums is ``reference.py``.
 """
 
 from __future__ import annotations
