@@ -335,7 +335,7 @@ def run_side_by_side(cases: Sequence[ConvCase], protocol: Protocol, command: str
 # (seconds = count / rate) and its fixed per-call constant, used if dispatch.py defines one.
 MODEL_CONSTANTS = {
     "gemm": (("GEMM_FLOPS_PER_S", "COPY_BYTES_PER_S"), "GEMM_CALL_SECONDS"),
-    "fft": (("FFT_FLOPS_PER_S", "SPECTRAL_FLOPS_PER_S"), "FFT_CALL_SECONDS"),
+    "fft": (("FFT_FLOPS_PER_S", "SPECTRAL_FLOPS_PER_S"), "FFT_LAYER_CALL_SECONDS"),
 }
 FIT_ALGORITHMS = tuple(MODEL_CONSTANTS)
 

@@ -3,13 +3,16 @@
 Oracle: every public function is run beside its ``scipy.signal`` namesake on random 1-D,
 2-D and 3-D shapes (kernels larger than the input included, odd and even sizes) through
 :func:`check_scipy`, which also demands the same error when SciPy refuses the inputs.
-Then the lecture: commutativity, linearity, exact circular shift-equivariance and the worked
-correlation example; then the method chooser and the error messages.
+Then SciPy's semantics at the edges (exact integers, empty inputs, the NaN/inf warning), the
+lecture (commutativity, linearity, exact circular shift-equivariance, the worked correlation
+example), the method chooser, the FFT shared with the layers (bits independent of worker
+threads) and the error messages.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +25,8 @@ from scipy.special import lambertw
 import _lecture as lecture
 from _check import assert_close
 from cnnlab import signal as cs
+from cnnlab.ops import dispatch
+from cnnlab.ops import fft as ops_fft
 
 MODES = ["full", "same", "valid"]
 DTYPES = ["float64", "float32", "int64", "complex128"]
@@ -195,7 +200,7 @@ def test_overlap_add_block_length_is_scipys_optimum(kernel_length):
     """Fixed point of N = K ln(2 e N) == SciPy's Lambert-W solution, K = kernel_length - 1."""
     overlap = kernel_length - 1
     optimum = -overlap * lambertw(-1 / (2 * math.e * overlap), k=-1).real
-    assert cs._oa_fft_length(kernel_length) == sfft.next_fast_len(math.ceil(optimum))
+    assert ops_fft.oa_fft_length(kernel_length) == sfft.next_fast_len(math.ceil(optimum))
 
 
 def test_dtypes_follow_scipy():
@@ -213,6 +218,177 @@ def test_dtypes_follow_scipy():
 def test_scalars_multiply_like_scipy():
     assert cs.convolve(np.float64(3), np.float64(2)) == 6
     assert cs.correlate(np.complex128(1j), np.complex128(1j)) == 1
+
+
+# --- SciPy's semantics at the edges: exact integers, empty inputs, NaN and inf ---------------
+
+def exact_convolution(in1: np.ndarray, in2: np.ndarray) -> np.ndarray:
+    """The full convolution in integer arithmetic (numpy.convolve in 1-D, SciPy's direct
+    N-D sum otherwise); exact while no sum leaves int64."""
+    if in1.ndim == 1:
+        return np.convolve(in1, in2)
+    return ss.convolve(in1, in2, method="direct")
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=shape_pairs(max_size=9), bits=st.integers(20, 28), mode=st.sampled_from(MODES),
+       method=st.sampled_from(["auto", "direct"]), seed=seeds)
+def test_integer_convolution_is_exact(shapes, bits, mode, method, seed):
+    """int64 samples up to 2**28: sums pass 2**53, where float64 arithmetic rounds."""
+    rng = np.random.default_rng(seed)
+    in1, in2 = (rng.integers(-2**bits, 2**bits, s) for s in shapes)
+    try:
+        expected = ss.convolve(in1, in2, mode, method="direct")
+    except ValueError:
+        return  # 'valid' with neither input larger: the error tests cover it
+    got = cs.convolve(in1, in2, mode, method)
+    assert got.dtype == expected.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(cs.correlate(in1, in2, mode, method),
+                                  ss.correlate(in1, in2, mode, method="direct"))
+
+
+@pytest.mark.parametrize("shapes", [((5000,), (300,)), ((300,), (5000,)), ((60, 50), (9, 7)),
+                                    ((12, 10, 9), (3, 4, 5))])
+def test_integers_up_to_2_25_are_exact_on_long_inputs(shapes):
+    """The issue's case: int64 values up to 2**25, once off by up to 128."""
+    rng = np.random.default_rng(2)
+    in1, in2 = (rng.integers(-2**25, 2**25, s) for s in shapes)
+    np.testing.assert_array_equal(cs.convolve(in1, in2), exact_convolution(in1, in2))
+
+
+def test_auto_keeps_integers_direct_where_the_fft_would_round_wrong():
+    """Sums below 2**53 pass SciPy's rule, yet the float64 FFT misses some by 1 or 2."""
+    in1 = np.full(100_000, 2**21, dtype=np.int64)
+    in2 = np.full(1000, 2**21, dtype=np.int64)
+    in2[::2] -= 1
+    assert cs.choose_conv_method(in1, in2) == "direct"
+    np.testing.assert_array_equal(cs.convolve(in1, in2), np.convolve(in1, in2))
+    fft = np.rint(cs.fftconvolve(in1, in2)).astype(np.int64)
+    assert not np.array_equal(fft, np.convolve(in1, in2)), "the rule guards a real error"
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=shape_pairs(ndims=(1, 2), max_size=40), bits=st.integers(1, 40),
+       dtypes=st.sampled_from([("int64", "int64"), ("int32", "int16"), ("int64", "float64"),
+                               ("uint32", "uint8")]),
+       mode=st.sampled_from(["full", "same"]), seed=seeds)
+def test_integer_rule_gives_scipys_direct(shapes, bits, dtypes, mode, seed):
+    """Wherever SciPy keeps integers direct (largest sum over 2**53 - 1), so does cnnlab."""
+    rng = np.random.default_rng(seed)
+    in1, in2 = (rng.integers(0, 2**bits, s).astype(d) if d != "float64"
+                else rng.uniform(-2.0**bits, 2.0**bits, s)
+                for s, d in zip(shapes, dtypes, strict=True))
+    scipy_answer = ss.choose_conv_method(in1, in2, mode)
+    largest = (int(np.abs(in1).max()) * int(np.abs(in2).max()) * min(in1.size, in2.size))
+    if largest > 2**53 - 1:
+        assert scipy_answer == "direct"
+        assert cs.choose_conv_method(in1, in2, mode) == "direct"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "complex128", "bool"])
+@pytest.mark.parametrize("shapes", [((8,), (6,)), ((6,), (8,)), ((8, 8), (3, 3)),
+                                    ((50,), (3,))])
+def test_small_inputs_choose_direct_like_scipy(shapes, dtype):
+    rng = np.random.default_rng(4)
+    in1, in2 = (random_array(rng, s, dtype) if dtype != "bool" else rng.random(s) < 0.5
+                for s in shapes)
+    assert cs.choose_conv_method(in1, in2) == ss.choose_conv_method(in1, in2) == "direct"
+
+
+EMPTY_PAIRS = [((0,), (3,)), ((3,), (0,)), ((0,), (0,)), ((0, 2), (1, 1)), ((2, 0), (2, 2)),
+               ((2, 3), (0, 3)), ((1, 0, 2), (2, 2, 2))]
+
+
+@pytest.mark.parametrize("shapes", EMPTY_PAIRS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "complex128"])
+def test_empty_inputs_give_empty_transforms_like_scipy(shapes, mode, dtype):
+    """fftconvolve and oaconvolve return SciPy's empty float64 array whatever the shapes."""
+    in1, in2 = (np.ones(s, dtype) for s in shapes)
+    for ours, theirs in ((cs.fftconvolve, ss.fftconvolve), (cs.oaconvolve, ss.oaconvolve)):
+        got = check_scipy(ours, theirs, in1, in2, mode=mode)
+        assert got is not None and got.shape == (0,)
+
+
+@pytest.mark.parametrize("shapes", EMPTY_PAIRS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", ["auto", "direct", "fft"])
+def test_empty_inputs_raise_in_convolve_and_choose_direct(shapes, mode, method):
+    """SciPy's convolve and correlate raise on empty 1-D input (numpy.convolve's check);
+    cnnlab raises the same ValueError for every empty input, naming the argument."""
+    in1, in2 = (np.ones(s) for s in shapes)
+    name = "in1" if in1.size == 0 else "in2"
+    for fn in ("convolve", "correlate"):
+        with pytest.raises(ValueError, match=rf"{fn}: {name} must not be empty, got shape"):
+            getattr(cs, fn)(in1, in2, mode, method)
+    with np.errstate(all="ignore"):  # SciPy's cost model takes log(0) here
+        expected = ss.choose_conv_method(in1, in2, mode)
+    assert cs.choose_conv_method(in1, in2, mode) == expected == "direct"
+
+
+def scipy_2d_crashes(shape1, shape2, mode, boundary) -> bool:
+    """SciPy 1.17's _convolve2d dies (SIGFPE) wrapping or mirroring an empty in1 into a
+    non-empty 'full' output, so those cases are not run through it."""
+    full = [n1 + n2 - 1 for n1, n2 in zip(shape1, shape2, strict=True)]
+    return (0 in shape1 and mode == "full" and boundary in ("wrap", "symm")
+            and min(full) > 0)
+
+
+@pytest.mark.parametrize("shapes", [((2, 2), (0, 1)), ((3, 2), (0, 4)), ((0, 3), (2, 2)),
+                                    ((0, 3), (2, 0)), ((0, 0), (0, 0)), ((0, 2), (1, 1)),
+                                    ((0, 1), (2, 2)), ((1, 0), (2, 2))])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_empty_inputs_in_2d_like_scipy(shapes, mode, boundary):
+    """The mode's shape (an empty kernel sums to zero, an empty in1 reads only the fill
+    value), or SciPy's ValueError; where SciPy crashes, a ValueError or zeros."""
+    rng = np.random.default_rng(5)
+    in1, in2 = (rng.standard_normal(s) for s in shapes)
+    for ours, theirs in ((cs.convolve2d, ss.convolve2d), (cs.correlate2d, ss.correlate2d)):
+        if not scipy_2d_crashes(in1.shape, in2.shape, mode, boundary):
+            check_scipy(ours, theirs, in1, in2, mode=mode, boundary=boundary, fillvalue=1.5)
+        elif in2.size == 0:
+            np.testing.assert_array_equal(ours(in1, in2, mode, boundary), np.zeros((1, 2)))
+        else:
+            with pytest.raises(ValueError, match=rf"{ours.__name__}: boundary='{boundary}' "
+                                                 r"cannot extend an empty in1"):
+                ours(in1, in2, mode, boundary)
+
+
+@pytest.mark.parametrize("fn", ["convolve", "correlate"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, complex(0, np.nan)])
+def test_fft_on_nan_or_inf_warns_like_scipy(fn, bad):
+    """One bad sample makes every FFT output non-finite; both libraries say so."""
+    rng = np.random.default_rng(6)
+    in1 = rng.standard_normal(40) + (0j if isinstance(bad, complex) else 0)
+    in1[7] = bad
+    in2 = rng.standard_normal(5)
+    with np.errstate(invalid="ignore"):  # inf * 0 inside the transforms
+        with pytest.warns(RuntimeWarning, match=rf"{fn}: method='fft' on input with NaN or "
+                                                r"inf makes the whole output NaN or inf"):
+            got = getattr(cs, fn)(in1, in2, method="fft")
+        with pytest.warns(RuntimeWarning, match="fft convolution on input with NAN or inf"):
+            expected = getattr(ss, fn)(in1, in2, method="fft")
+    assert not np.isfinite(got).any() and not np.isfinite(expected).any()
+
+
+@pytest.mark.parametrize("fn", ["convolve", "correlate"])
+def test_auto_keeps_nan_to_the_windows_it_touches(fn):
+    """'auto' answers 'direct' for non-finite input: no warning, SciPy's direct result."""
+    rng = np.random.default_rng(7)
+    in1, in2 = rng.standard_normal(100_000), rng.standard_normal(1000)  # FFT-sized
+    assert cs.choose_conv_method(in1, in2) == "fft"
+    in1[500] = np.nan
+    assert cs.choose_conv_method(in1, in2) == "direct"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = getattr(cs, fn)(in1, in2)
+    expected = getattr(ss, fn)(in1, in2, method="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).sum() == 1000
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], 1e-10, 1e-9, fn)
 
 
 # --- the lecture's claims --------------------------------------------------------------------
@@ -309,27 +485,32 @@ def test_fft_and_direct_agree(shapes, mode, dtype, seed):
 
 # --- choosing the method ---------------------------------------------------------------------
 
-def test_choose_conv_method_cost_model():
+def test_choose_conv_method_is_the_shared_cost_model():
+    """The answer is the comparison of dispatch.convolve_seconds, nothing hidden."""
     rng = np.random.default_rng(0)
-    long_signal, long_kernel = rng.standard_normal(100_000), rng.standard_normal(1000)
-    assert cs.choose_conv_method(long_signal, long_kernel) == "fft"
-    assert cs.choose_conv_method(rng.standard_normal(50), rng.standard_normal(3)) == "direct"
-    assert cs.choose_conv_method(np.ones((256, 256)), np.ones((31, 31))) == "fft"
-    # The choice is the model's comparison, nothing hidden.
-    modelled_fft = cs._fft_seconds(long_signal, long_kernel)
-    assert modelled_fft < cs._direct_seconds(long_signal, long_kernel, "full")
+    cases = [((100_000,), (1000,), "fft"), ((50,), (3,), "direct"),
+             ((256, 256), (31, 31), "fft"), ((64, 64), (3, 3), "direct")]
+    for shape1, shape2, expected in cases:
+        in1, in2 = rng.standard_normal(shape1), rng.standard_normal(shape2)
+        seconds = dispatch.convolve_seconds(shape1, shape2, "full", np.dtype(np.float64))
+        assert cs.choose_conv_method(in1, in2) == min(seconds, key=seconds.get) == expected
+    # cnnlab.signal keeps no cost constants of its own.
+    assert not [name for name in vars(cs) if name.endswith(("_PER_S", "_SECONDS"))]
 
 
 def test_choose_conv_method_keeps_exact_integers_direct():
-    """SciPy's rule: integer sums that might pass 2**53 - 1, and booleans, stay direct."""
-    fits = np.full(1000, 2**20, dtype=np.int64)  # 1000 * 2**40 < 2**53: the model decides
+    """SciPy's rule: integer sums that might pass 2**53 - 1, and booleans, stay direct;
+    small integers go to the FFT where it is faster, and their result is still exact."""
+    fits = np.full(100_000, 2**10, dtype=np.int64)
+    taps = np.full(1000, 2**10, dtype=np.int64)
     big = np.full(1000, 2**22, dtype=np.int64)  # 1000 * 2**44 > 2**53
-    assert cs.choose_conv_method(fits, fits) == "fft"
-    assert cs.choose_conv_method(big, big) == "direct"
+    assert cs.choose_conv_method(fits, taps) == ss.choose_conv_method(fits, taps) == "fft"
+    assert cs.choose_conv_method(big, big) == ss.choose_conv_method(big, big) == "direct"
     flags = np.ones(5000, dtype=bool)
     assert cs.choose_conv_method(flags, flags) == "direct"
-    result = cs.convolve(fits, fits)
-    assert result.dtype == np.int64 and result[999] == 1000 * 2**40
+    result = cs.convolve(fits, taps)
+    assert result.dtype == np.int64
+    np.testing.assert_array_equal(result, np.convolve(fits, taps))
 
 
 def test_choose_conv_method_measure_returns_timings():
@@ -337,6 +518,66 @@ def test_choose_conv_method_measure_returns_timings():
     assert method in ("direct", "fft")
     assert set(times) == {"direct", "fft"} and all(t > 0 for t in times.values())
     assert method == min(times, key=times.get)
+
+
+# --- the FFT shared with the layers --------------------------------------------------------
+
+@pytest.mark.parametrize("shape, axes", [((4, 8, 64, 64), (2, 3)), ((4, 16, 4096), (2,)),
+                                         ((3, 5, 6, 7, 9), (2, 3, 4)), ((1, 1, 100_007), (2,)),
+                                         ((257, 129), (0, 1))])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fft_bits_do_not_depend_on_worker_threads(shape, axes, dtype):
+    """pocketfft gives each 1-D line to one thread: rfftn/irfftn (and fftn/ifftn) of
+    batched arrays, as ops/fft.py calls them, are bitwise equal for 1, 2 and 4 workers, so
+    ops.fft.WORKERS may follow the core count. A SciPy that split a line would fail here."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(dtype)
+    s = ops_fft.fft_shape(tuple(shape[a] + 30 for a in axes))
+    complex_x = x + 1j * x[..., ::-1]
+    transforms = [(sfft.rfftn, x), (sfft.fftn, complex_x)]
+    for forward, data in transforms:
+        inverse = sfft.irfftn if forward is sfft.rfftn else sfft.ifftn
+        spectrum = forward(data, s=s, axes=axes, workers=1)
+        back = inverse(spectrum, s=s, axes=axes, workers=1)
+        for workers in (2, 4):
+            assert forward(data, s=s, axes=axes, workers=workers).tobytes() == \
+                spectrum.tobytes()
+            assert inverse(spectrum, s=s, axes=axes, workers=workers).tobytes() == \
+                back.tobytes()
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_fft_convolutions_do_not_depend_on_worker_threads(workers, monkeypatch):
+    """The layers' FFT convolution and signal's, with ops.fft.WORKERS at 1 and more."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 6, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 9, 9)).astype(np.float32)
+    signal, kernel = rng.standard_normal(20_000), rng.standard_normal(255)
+    image, blur = rng.standard_normal((300, 200)), rng.standard_normal((31, 31))
+
+    def run():
+        return (ops_fft.fft_conv_forward(x, w, (1, 1), (1, 1), 1, (32, 32)),
+                *ops_fft.fft_conv_backward(x, w, rng_gy, (40, 40), (1, 1), (1, 1), 1),
+                ops_fft.fft_convolve(signal, kernel, [0]),
+                ops_fft.fft_convolve(image, blur, [0, 1]),
+                ops_fft.oa_convolve(image, blur, [0, 1]))
+
+    rng_gy = np.random.default_rng(10).standard_normal((4, 8, 32, 32)).astype(np.float32)
+    monkeypatch.setattr(ops_fft, "PARALLEL_FFT_SIZE", 0)  # threads even for small arrays
+    monkeypatch.setattr(ops_fft, "WORKERS", 1)
+    single = run()
+    monkeypatch.setattr(ops_fft, "WORKERS", workers)
+    for ours, reference in zip(run(), single, strict=True):
+        assert ours.dtype == reference.dtype and ours.tobytes() == reference.tobytes()
+
+
+def test_signal_fft_is_the_ops_fft_convolution():
+    """fftconvolve is ops.fft.fft_convolve plus SciPy's crop: the same bits."""
+    rng = np.random.default_rng(11)
+    in1, in2 = rng.standard_normal((30, 41)), rng.standard_normal((7, 5))
+    full = ops_fft.fft_convolve(in1, in2, [0, 1])
+    assert cs.fftconvolve(in1, in2).tobytes() == full.tobytes()
+    assert cs.convolve(in1, in2, method="fft").tobytes() == full.tobytes()
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -356,8 +597,15 @@ def test_choose_conv_method_measure_returns_timings():
      r"fftconvolve: in1 and in2 must have the same number of dimensions"),
     (lambda: cs.correlate(np.ones(3), np.ones(0)), ValueError,
      r"correlate: in2 must not be empty, got shape \(0,\)"),
-    (lambda: cs.oaconvolve(np.ones((0, 2)), np.ones((1, 1))), ValueError,
-     r"oaconvolve: in1 must not be empty"),
+    (lambda: cs.convolve(np.ones((0, 2)), np.ones((1, 1))), ValueError,
+     r"convolve: in1 must not be empty, got shape \(0, 2\)"),
+    (lambda: cs.choose_conv_method(np.ones(0), np.ones(2), measure=True), ValueError,
+     r"choose_conv_method: in1 must not be empty"),
+    (lambda: cs.convolve2d(np.ones((0, 0)), np.ones((0, 0))), ValueError,
+     r"convolve2d: mode='full' output shape \(-1, -1\) has a negative size"),
+    (lambda: cs.correlate2d(np.ones((0, 3)), np.ones((2, 2)), boundary="wrap"), ValueError,
+     r"correlate2d: boundary='wrap' cannot extend an empty in1 \(shape \(0, 3\)\); "
+     r"use boundary='fill'"),
     (lambda: cs.convolve(np.ones((2, 5)), np.ones((3, 3)), mode="valid"), ValueError,
      r"convolve: mode='valid' needs in1 or in2 to be at least as large as the other in every "
      r"dimension, got in1.shape=\(2, 5\) and in2.shape=\(3, 3\)"),

@@ -6,42 +6,32 @@ correlation does not, ``(f ⋆ g)[n] = sum_k f[n + k] conj(g[k])``, so
 ``full`` result (every partial overlap, ``s1 + s2 - 1`` long) is returned: ``same`` keeps
 ``s1`` samples centred as SciPy centres them, ``valid`` only full overlaps.
 
-Algorithms (``method``):
+``method``: ``'direct'`` is the exact direct sum, ``numpy.convolve`` for 1-D inputs (as
+SciPy) and otherwise the layers' GEMM engine (:func:`cnnlab.ops.gemm.conv_forward`) with a
+batch of 1, one channel and the mode's zero padding folded into its grid; bool and integer
+inputs are summed in integers, exactly (wrapping like SciPy's integer sums). ``'fft'`` is
+:func:`fftconvolve`, the layers' FFT module too (:func:`cnnlab.ops.fft.fft_convolve`;
+overlap-add: :func:`cnnlab.ops.fft.oa_convolve`). ``'auto'`` asks
+:func:`choose_conv_method`, whose cost model is the layers' (:mod:`cnnlab.ops.dispatch`).
 
-* ``'direct'`` reuses the layer engine, :func:`cnnlab.ops.gemm.conv_forward` (one GEMM over
-  exact columns), with a batch of 1, one channel and the flipped kernel; the zero padding
-  that selects the mode is folded into the engine's grid.
-* ``'fft'`` is :func:`fftconvolve`: the convolution theorem with real transforms
-  (``scipy.fft.rfftn``) of ``next_fast_len`` size, full ``fftn`` for complex input.
-* :func:`oaconvolve` is overlap-add: the larger input is cut into blocks, each block is
-  FFT-convolved with the smaller input and the overlapping tails are added.
-* ``'auto'`` asks :func:`choose_conv_method`, whose cost model is below.
-
-Cost model (mirrors :mod:`cnnlab.ops.dispatch`): the direct path costs a fixed call overhead,
-one Python-level slice copy per kernel tap and column chunk, and one write plus one read of
-the column buffer; the FFT path a fixed overhead plus the flops that
-:func:`cnnlab.ops.fft.fft_flops` counts for three transforms of the full size. The constants
-were fitted on the 2-core development machine (NumPy 2.4, SciPy 1.17, OpenBLAS 0.3.31 with
-``OPENBLAS_NUM_THREADS=1``, float64) from ``choose_conv_method(..., measure=True)`` timings of
-84 cases: 1-D signals of 50 to 10^5 samples with 3 to 1000 taps, 2-D images of 16^2 to 256^2
-with 3^2 to 31^2 kernels and two 3-D volumes, in all three modes; least squares on the
-log-times. The model picks the faster method in 78 of the 84 cases, and the six misses are
-near-ties (at most 2.2x apart).
+As SciPy: empty inputs make :func:`fftconvolve` and :func:`oaconvolve` return an empty
+array and :func:`choose_conv_method` answer ``'direct'``; :func:`convolve` and
+:func:`correlate` raise; ``method='fft'`` on input with NaN or inf warns (RuntimeWarning).
 """
 
 from __future__ import annotations
 
-import math
-import time
+import timeit
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.fft as sfft
 
-from cnnlab.ops._args import prod
-from cnnlab.ops.fft import fft_flops
-from cnnlab.ops.gemm import COLS_BUDGET_BYTES, conv_forward, gemm_plan
+from cnnlab.ops._args import all_finite, signal_mode_window
+from cnnlab.ops.dispatch import convolve_seconds
+from cnnlab.ops.fft import fft_convolve, fft_represents_sums, fft_rounds_exactly, oa_convolve
+from cnnlab.ops.gemm import conv_forward, gemm_plan
 
 __all__ = [
     "choose_conv_method",
@@ -59,21 +49,11 @@ METHODS = ("auto", "direct", "fft")
 BOUNDARIES = {"fill": "constant", "pad": "constant", "wrap": "wrap", "circular": "wrap",
               "symm": "symmetric", "symmetric": "symmetric"}
 
-# Cost model constants (see the module docstring for how they were fitted).
-DIRECT_CALL_SECONDS = 4.5e-5       # geometry, padded grid, output crop of one engine call
-DIRECT_SLICE_SECONDS = 2.4e-6      # one tap's slice copy into one column chunk
-DIRECT_BYTES_PER_S = 2.2e10        # writing plus reading the column buffer
-FFT_CALL_SECONDS = 5.5e-5          # three scipy.fft calls, the product and the crop
-FFT_FLOPS_PER_S = 3.7e9            # on the flops counted by cnnlab.ops.fft.fft_flops
-
-# Integers whose products and sums stay below 2**53 are exact in float64 (SciPy's rule).
-FLOAT64_EXACT_INT = 2 ** np.finfo(np.float64).nmant - 1
-
-
 # --- argument checks -------------------------------------------------------------------------
 
-def _as_arrays(in1: Any, in2: Any, fn: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays of a numeric dtype, the same ndim and no empty input, or a clear error."""
+def _as_arrays(in1: Any, in2: Any, fn: str, allow_empty: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of a numeric dtype and the same ndim (and not empty, unless allowed)."""
     arrays = (np.asarray(in1), np.asarray(in2))
     for name, array in zip(("in1", "in2"), arrays, strict=True):
         if array.dtype.kind not in "biufc":
@@ -87,7 +67,7 @@ def _as_arrays(in1: Any, in2: Any, fn: str) -> tuple[np.ndarray, np.ndarray]:
             f"got in1.ndim={arrays[0].ndim} and in2.ndim={arrays[1].ndim}"
         )
     for name, array in zip(("in1", "in2"), arrays, strict=True):
-        if array.size == 0:
+        if array.size == 0 and not allow_empty:
             raise ValueError(f"{fn}: {name} must not be empty, got shape {array.shape}")
     return arrays
 
@@ -120,20 +100,22 @@ def _valid_swap(shape1: Sequence[int], shape2: Sequence[int], fn: str,
 # --- dtypes ----------------------------------------------------------------------------------
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    """Where a result of ``dtype`` is computed: bool and ints in float64, float16 in float32."""
+    """Where the direct sum of a ``dtype`` result runs: bool and ints in int64 (exact, and
+    wrapping modulo 2**64 agrees with narrower types' wrapping), float16 in float32."""
     if dtype.kind in "biu":
-        return np.dtype(np.float64)
+        return np.dtype(np.int64)
     if dtype == np.float16:
         return np.dtype(np.float32)
     return dtype
 
 
 def _to_result(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Back to the result dtype; integer sums are rounded, then wrap like integer arithmetic."""
+    """Back to the result dtype: FFT sums of integers are rounded first; bool means "some
+    product was nonzero"; integers wrap like integer arithmetic."""
+    if dtype.kind in "biu" and out.dtype.kind == "f":
+        out = np.rint(out).astype(np.int64)
     if dtype.kind == "b":
-        return np.rint(out) != 0
-    if dtype.kind in "iu":
-        return np.rint(out).astype(np.int64).astype(dtype)
+        return out != 0
     return out.astype(dtype, copy=False)
 
 
@@ -141,20 +123,10 @@ def _to_result(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _mode_window(shape1: Sequence[int], shape2: Sequence[int], mode: str
                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(starts, lengths) of the kept part of the full convolution, per dimension.
-
-    SciPy's ``_centered``: the kept block starts ``(full - kept) // 2`` into the full result,
-    so 'same' starts at ``(s2 - 1) // 2`` and 'valid' at ``min(s1, s2) - 1``.
-    """
-    full = [n1 + n2 - 1 for n1, n2 in zip(shape1, shape2, strict=True)]
-    if mode == "full":
-        kept = full
-    elif mode == "same":
-        kept = list(shape1)
-    else:
-        kept = [abs(n1 - n2) + 1 for n1, n2 in zip(shape1, shape2, strict=True)]
-    starts = tuple((f - k) // 2 for f, k in zip(full, kept, strict=True))
-    return starts, tuple(kept)
+    """(starts, lengths) of the kept part of the full convolution, per dimension
+    (:func:`cnnlab.ops._args.signal_mode_window`)."""
+    _, starts, kept = signal_mode_window(shape1, shape2, mode)
+    return starts, kept
 
 
 def _centered(full: np.ndarray, kept: Sequence[int]) -> np.ndarray:
@@ -163,7 +135,7 @@ def _centered(full: np.ndarray, kept: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(full[window])
 
 
-# --- direct: the GEMM engine with a batch of 1 and one channel -------------------------------
+# --- direct ----------------------------------------------------------------------------------
 
 def _window_padding(signal_shape: Sequence[int], kernel_shape: Sequence[int],
                     starts: Sequence[int], lengths: Sequence[int]):
@@ -183,68 +155,38 @@ def _window_padding(signal_shape: Sequence[int], kernel_shape: Sequence[int],
 
 def _gemm_correlate(x: np.ndarray, w: np.ndarray, pairs: tuple[tuple[int, int], ...]
                     ) -> np.ndarray:
-    """Zero-padded correlation of one N-D array with one kernel through the layer engine."""
+    """Zero-padded correlation of one N-D array with one kernel through the layer engine.
+
+    The "batch" layout lets the engine cut its column buffer along the first output axis:
+    bounded memory, 2x faster than one chunk per image on a 256^2 image, 31^2 kernel.
+    """
     ones = (1,) * x.ndim
     x4, w4 = x[None, None], w[None, None]
-    geo = gemm_plan(x4.shape, w4.shape, ones, pairs, ones, 1)
+    geo = gemm_plan(x4.shape, w4.shape, ones, pairs, ones, 1, "batch")
     return conv_forward(x4, w4, geo)[0, 0]
 
 
-def _direct_operands(in1: np.ndarray, in2: np.ndarray, mode: str):
-    """(signal, kernel, crop, pairs) of the engine call computing ``convolve(in1, in2, mode)``.
-
-    Convolution commutes, so the smaller array becomes the kernel: the column buffer holds
-    one row per kernel tap.
-    """
-    starts, lengths = _mode_window(in1.shape, in2.shape, mode)
-    signal, kernel = (in1, in2) if in2.size <= in1.size else (in2, in1)
-    crop, pairs = _window_padding(signal.shape, kernel.shape, starts, lengths)
-    return signal, kernel, crop, pairs
-
-
 def _direct_convolve(in1: np.ndarray, in2: np.ndarray, mode: str) -> np.ndarray:
+    """The exact direct sum ``convolve(in1, in2, mode)``, dtype ``np.result_type``."""
+    if in1.ndim == 1:
+        # numpy.convolve: one dot product per output, in the result dtype (SciPy's 1-D
+        # path). Its 'same' keeps the larger input's length, SciPy's in1's.
+        if mode != "same" or in1.size >= in2.size:
+            return np.convolve(in1, in2, mode)
+        return _centered(np.convolve(in1, in2, "full"), in1.shape)
     dtype = np.result_type(in1, in2)
     work = _compute_dtype(dtype)
-    signal, kernel, crop, pairs = _direct_operands(np.asarray(in1, dtype=work),
-                                                   np.asarray(in2, dtype=work), mode)
+    starts, lengths = _mode_window(in1.shape, in2.shape, mode)
+    # Convolution commutes: the smaller array is the kernel, one column row per tap.
+    signal, kernel = (in1, in2) if in2.size <= in1.size else (in2, in1)
+    crop, pairs = _window_padding(signal.shape, kernel.shape, starts, lengths)
     flipped = kernel[(slice(None, None, -1),) * kernel.ndim]
-    return _to_result(_gemm_correlate(signal[crop], flipped, pairs), dtype)
+    out = _gemm_correlate(np.asarray(signal[crop], dtype=work),
+                          np.asarray(flipped, dtype=work), pairs)
+    return _to_result(out, dtype)
 
 
 # --- FFT -------------------------------------------------------------------------------------
-
-def _fft_ready(array: np.ndarray) -> np.ndarray:
-    """scipy.fft works in float32/float64: bool and ints go to float64, float16 to float32."""
-    if array.dtype.kind in "biu":
-        return array.astype(np.float64)
-    if array.dtype == np.float16:
-        return array.astype(np.float32)
-    return array
-
-
-def _transforms(in1: np.ndarray, in2: np.ndarray):
-    """(forward, inverse, real): real FFTs unless an input is complex."""
-    real = not (np.iscomplexobj(in1) or np.iscomplexobj(in2))
-    return (sfft.rfftn, sfft.irfftn, real) if real else (sfft.fftn, sfft.ifftn, real)
-
-
-def _fft_full(in1: np.ndarray, in2: np.ndarray, axes: list[int]) -> np.ndarray:
-    """Full linear convolution along ``axes`` (broadcast product along the others)."""
-    if not axes:
-        return in1 * in2  # nothing to transform: SciPy keeps the input dtype here
-    in1, in2 = _fft_ready(in1), _fft_ready(in2)
-    forward, inverse, real = _transforms(in1, in2)
-    full = [in1.shape[a] + in2.shape[a] - 1 for a in axes]
-    # Zero padding to s1 + s2 - 1 stops the circular product from wrapping around;
-    # next_fast_len rounds up to a size with small prime factors.
-    fshape = [sfft.next_fast_len(n, real=real) for n in full]
-    spectrum = forward(in1, fshape, axes=axes) * forward(in2, fshape, axes=axes)
-    out = inverse(spectrum, fshape, axes=axes)
-    index = [slice(None)] * out.ndim
-    for a, n in zip(axes, full, strict=True):
-        index[a] = slice(0, n)
-    return out[tuple(index)]
-
 
 def _apply_mode(full: np.ndarray, shape1: Sequence[int], shape2: Sequence[int], mode: str,
                 axes: Sequence[int]) -> np.ndarray:
@@ -293,6 +235,20 @@ def _freq_axes(in1: np.ndarray, in2: np.ndarray, mode: str, axes: Any, fn: str):
     return in1, in2, axes_list
 
 
+def _frequency_domain(in1: Any, in2: Any, mode: str, axes: Any, algorithm, fn: str
+                      ) -> np.ndarray:
+    """:func:`fftconvolve` / :func:`oaconvolve`: checks, then ``algorithm`` and the crop."""
+    in1, in2 = _as_arrays(in1, in2, fn, allow_empty=True)
+    if in1.ndim == 0:
+        return in1 * in2
+    _check_choice(mode, MODES, "mode", fn)
+    if in1.size == 0 or in2.size == 0:
+        return np.array([])  # SciPy's answer for any empty input, whatever the shapes
+    in1, in2, axes_list = _freq_axes(in1, in2, mode, axes, fn)
+    full = algorithm(in1, in2, axes_list)
+    return _apply_mode(full, in1.shape, in2.shape, mode, axes_list)
+
+
 def fftconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.ndarray:
     """Convolve two N-D arrays by FFT (``scipy.signal.fftconvolve``).
 
@@ -310,107 +266,12 @@ def fftconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.
     -------
     ndarray
         Float (or complex) convolution; integer input gives float64, float32 stays float32.
+        An empty input gives an empty float64 array of shape (0,), as in SciPy.
 
     >>> fftconvolve([1.0, 2.0, 3.0], [1.0, 0.5]).round(12)
     array([1. , 2.5, 4. , 1.5])
     """
-    fn = "fftconvolve"
-    in1, in2 = _as_arrays(in1, in2, fn)
-    if in1.ndim == 0:
-        return in1 * in2
-    _check_choice(mode, MODES, "mode", fn)
-    in1, in2, axes_list = _freq_axes(in1, in2, mode, axes, fn)
-    full = _fft_full(in1, in2, axes_list)
-    return _apply_mode(full, in1.shape, in2.shape, mode, axes_list)
-
-
-# --- overlap-add -----------------------------------------------------------------------------
-
-def _oa_fft_length(kernel_length: int) -> int:
-    """Block FFT length minimising the cost per output sample of overlap-add.
-
-    With overlap ``K = kernel_length - 1`` and FFT length ``N``, each block yields ``N - K``
-    new samples for ``~N log2(2N)`` work; setting the derivative of ``N log(2N) / (N - K)``
-    to zero gives ``N = K ln(2 e N)`` (SciPy's ``_calc_oa_lens``, which solves it with the
-    Lambert W function). The fixed-point iteration converges because ``K / N < 1`` there.
-    """
-    overlap = kernel_length - 1
-    if overlap == 0:
-        return 1  # a one-tap kernel: blocks of one sample, nothing overlaps
-    n = 4.0 * overlap
-    for _ in range(50):
-        n = overlap * (1.0 + math.log(2.0 * n))
-    return sfft.next_fast_len(math.ceil(n))
-
-
-def _overlap_add(blocks: np.ndarray, block_axis: int, step: int, length: int) -> np.ndarray:
-    """(..., n_blocks, L, ...) -> (..., length, ...): block b starts at ``b * step``.
-
-    Each block's ``L`` samples are cut into ``ceil(L / step)`` pieces of ``step``; piece
-    ``j`` of every block lands ``j`` steps later, one vectorised add per piece.
-    """
-    moved = np.moveaxis(blocks, (block_axis, block_axis + 1), (-2, -1))
-    n_blocks, block_length = moved.shape[-2:]
-    pieces = -(-block_length // step)
-    padded = np.zeros((*moved.shape[:-1], pieces * step), dtype=moved.dtype)
-    padded[..., :block_length] = moved
-    out = np.zeros((*moved.shape[:-2], n_blocks + pieces - 1, step), dtype=moved.dtype)
-    for j in range(pieces):
-        out[..., j : j + n_blocks, :] += padded[..., j * step : (j + 1) * step]
-    out = out.reshape(*moved.shape[:-2], -1)[..., :length]
-    return np.moveaxis(out, -1, block_axis)
-
-
-def _oa_full(in1: np.ndarray, in2: np.ndarray, axes: list[int]) -> np.ndarray:
-    """Full convolution along ``axes`` by overlap-add of the larger input's blocks."""
-    if not axes:
-        return in1 * in2
-    in1, in2 = _fft_ready(in1), _fft_ready(in2)
-    signal, kernel = (in1, in2) if in1.size >= in2.size else (in2, in1)
-    steps = {}
-    for a in axes:
-        n, k = signal.shape[a], kernel.shape[a]
-        step = _oa_fft_length(k) - k + 1
-        # Blocks pay off only for a kernel under half the signal (SciPy's rule) and when
-        # there is more than one of them.
-        if 2 * k < n and step < n:
-            steps[a] = step
-    if not steps:
-        return _fft_full(in1, in2, axes)
-    forward, inverse, real = _transforms(signal, kernel)
-    # Zero-pad the signal to whole blocks and split each blocked axis into (n_blocks, step);
-    # the kernel gets a size-1 block axis there so the spectra broadcast over the blocks.
-    pad, blocked_shape, kernel_shape, fft_axes, fshape, keep = [], [], [], [], [], []
-    for a in range(signal.ndim):
-        n, k = signal.shape[a], kernel.shape[a]
-        if a in steps:
-            n_blocks = -(-n // steps[a])
-            pad.append((0, n_blocks * steps[a] - n))
-            blocked_shape += [n_blocks, steps[a]]
-            kernel_shape += [1, k]
-            length = steps[a] + k - 1
-        else:
-            pad.append((0, 0))
-            blocked_shape.append(n)
-            kernel_shape.append(k)
-            length = n + k - 1
-        if a in axes:
-            fft_axes.append(len(blocked_shape) - 1)
-            fshape.append(sfft.next_fast_len(length, real=real))
-            keep.append(length)
-    blocks = np.pad(signal, pad).reshape(blocked_shape)
-    spectrum = forward(blocks, fshape, axes=fft_axes) * forward(
-        kernel.reshape(kernel_shape), fshape, axes=fft_axes)
-    out = inverse(spectrum, fshape, axes=fft_axes)
-    index = [slice(None)] * out.ndim
-    for a, n in zip(fft_axes, keep, strict=True):
-        index[a] = slice(0, n)
-    out = out[tuple(index)]
-    # Fold the blocked axes from the last to the first so earlier positions stay put.
-    block_positions = [fft_axes[axes.index(a)] - 1 for a in sorted(steps)]
-    for a, position in reversed(list(zip(sorted(steps), block_positions, strict=True))):
-        out = _overlap_add(out, position, steps[a], signal.shape[a] + kernel.shape[a] - 1)
-    return out
+    return _frequency_domain(in1, in2, mode, axes, fft_convolve, "fftconvolve")
 
 
 def oaconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.ndarray:
@@ -418,9 +279,9 @@ def oaconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.n
 
     The larger input is cut into blocks of ``N - k + 1`` samples along each axis where the
     smaller input (length ``k``) is under half its length; each block is FFT-convolved with
-    the smaller input at FFT length ``N`` (:func:`_oa_fft_length`, about ``k ln(2 e N)``) and
-    the overlapping ``k - 1`` sample tails are added. Same result as :func:`fftconvolve`,
-    cheaper when one input is much longer than the other.
+    it at length ``N ~ k ln(2 e N)`` and the ``k - 1`` sample tails are added
+    (:func:`cnnlab.ops.fft.oa_convolve`). :func:`fftconvolve`'s result, cheaper when one
+    input is much longer.
 
     Parameters
     ----------
@@ -437,72 +298,48 @@ def oaconvolve(in1: Any, in2: Any, mode: str = "full", axes: Any = None) -> np.n
     >>> oaconvolve(np.ones(8), [1.0, -1.0]).round(12)
     array([ 1.,  0.,  0.,  0.,  0.,  0.,  0.,  0., -1.])
     """
-    fn = "oaconvolve"
-    in1, in2 = _as_arrays(in1, in2, fn)
-    if in1.ndim == 0:
-        return in1 * in2
-    _check_choice(mode, MODES, "mode", fn)
-    in1, in2, axes_list = _freq_axes(in1, in2, mode, axes, fn)
-    full = _oa_full(in1, in2, sorted(axes_list))
-    return _apply_mode(full, in1.shape, in2.shape, mode, axes_list)
+    return _frequency_domain(in1, in2, mode, axes, oa_convolve, "oaconvolve")
 
 
 # --- choosing the method ---------------------------------------------------------------------
 
-def _direct_seconds(in1: np.ndarray, in2: np.ndarray, mode: str) -> float:
-    """Modelled time of :func:`_direct_convolve`: overhead, slice copies, column traffic."""
-    signal, kernel, crop, pairs = _direct_operands(in1, in2, mode)
-    # Sized by the padded input, as when DIRECT_BYTES_PER_S was fitted; the engine now
-    # builds columns for the output positions only, so this errs towards FFT.
-    kept = [len(range(*c.indices(n))) for c, n in zip(crop, signal.shape, strict=True)]
-    grid_size = prod([n + lo + hi for n, (lo, hi) in zip(kept, pairs, strict=True)])
-    itemsize = _compute_dtype(np.result_type(in1, in2)).itemsize
-    taps = kernel.size
-    chunk = max(1, min(grid_size, COLS_BUDGET_BYTES // (taps * itemsize)))
-    chunks = -(-grid_size // chunk)
-    column_bytes = 2.0 * taps * grid_size * itemsize
-    return (DIRECT_CALL_SECONDS + DIRECT_SLICE_SECONDS * taps * chunks
-            + column_bytes / DIRECT_BYTES_PER_S)
-
-
-def _fft_seconds(in1: np.ndarray, in2: np.ndarray) -> float:
-    """Modelled time of :func:`fftconvolve`: overhead plus three transforms of the full size."""
-    full = tuple(n1 + n2 - 1 for n1, n2 in zip(in1.shape, in2.shape, strict=True))
-    # Complex input needs full (not half-spectrum) transforms: counted as twice the flops.
-    complex_factor = 2.0 if np.iscomplexobj(in1) or np.iscomplexobj(in2) else 1.0
-    return FFT_CALL_SECONDS + complex_factor * fft_flops(1, 1, 1, 1, full) / FFT_FLOPS_PER_S
-
-
 def _best_of(call, repeat: int = 3) -> float:
-    """Seconds per call, best of ``repeat`` runs of enough calls to last ~5 ms."""
+    """Seconds per call: the best of ``repeat`` runs of enough calls to last 5 ms."""
+    timer = timeit.Timer(call)
     number = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        elapsed = time.perf_counter() - start
-        if elapsed >= 5e-3 or number >= 10**6:
-            break
+    while (elapsed := timer.timeit(number)) < 5e-3 and number < 10**6:
         number *= 10
     if elapsed > 1.0:
         return elapsed / number
-    best = elapsed
-    for _ in range(repeat - 1):
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        best = min(best, time.perf_counter() - start)
-    return best / number
+    return min([elapsed, *timer.repeat(repeat - 1, number)]) / number
+
+
+def _choose(in1: np.ndarray, in2: np.ndarray, mode: str) -> str:
+    """:func:`choose_conv_method` on checked, non-empty inputs (swapped for 'valid')."""
+    kinds = {in1.dtype.kind, in2.dtype.kind}
+    if kinds == {"b"}:
+        return "direct"
+    if not (all_finite(in1) and all_finite(in2)):
+        return "direct"  # a transform would spread NaN/inf over the whole output
+    dtype = np.result_type(in1, in2)
+    if kinds & set("iu") and not fft_represents_sums(in1, in2):
+        return "direct"  # SciPy's rule
+    if dtype.kind in "biu" and not fft_rounds_exactly(in1, in2):
+        return "direct"
+    seconds = convolve_seconds(in1.shape, in2.shape, mode, dtype)
+    return "fft" if seconds["fft"] < seconds["direct"] else "direct"
 
 
 def choose_conv_method(in1: Any, in2: Any, mode: str = "full", measure: bool = False
                        ) -> str | tuple[str, dict[str, float]]:
     """``'direct'`` or ``'fft'``: the faster method for ``convolve(in1, in2, mode)``.
 
-    Integer inputs whose result could exceed ``2**53 - 1`` and boolean inputs always use
-    ``'direct'``, as in SciPy (whose direct kernel sums in integers; cnnlab's sums in
-    float64 too, so both methods are exact only below ``2**53``). Otherwise the cost model
-    of this module decides (see the module docstring for its constants).
+    SciPy's rules first: boolean inputs, empty inputs, and integer inputs whose largest
+    possible sum exceeds ``2**53 - 1`` use ``'direct'``. cnnlab adds two: an integer result
+    stays direct unless the FFT's rounding error bound guarantees exact sums
+    (:func:`cnnlab.ops.fft.fft_rounds_exactly`), and input with NaN or inf stays direct (a
+    transform would spread them). Otherwise the cost model
+    (:func:`cnnlab.ops.dispatch.convolve_seconds`) decides.
 
     Parameters
     ----------
@@ -517,29 +354,21 @@ def choose_conv_method(in1: Any, in2: Any, mode: str = "full", measure: bool = F
     -------
     str or (str, dict)
 
-    >>> choose_conv_method(np.ones(100_000), np.ones(1000)), choose_conv_method(np.ones(50),
-    ...                                                                          np.ones(3))
+    >>> choose_conv_method(np.ones(100_000), np.ones(1000)), choose_conv_method(np.ones(8),
+    ...                                                                          np.ones(6))
     ('fft', 'direct')
     """
     fn = "choose_conv_method"
-    in1, in2 = _as_arrays(in1, in2, fn)
+    in1, in2 = _as_arrays(in1, in2, fn, allow_empty=not measure)
     _check_choice(mode, MODES, "mode", fn)
+    if not measure and (in1.ndim == 0 or in1.size == 0 or in2.size == 0):
+        return "direct"
     if mode == "valid" and _valid_swap(in1.shape, in2.shape, fn):
         in1, in2 = in2, in1
     if measure:
         times = {m: _best_of(lambda m=m: convolve(in1, in2, mode, m)) for m in ("fft", "direct")}
         return ("fft" if times["fft"] < times["direct"] else "direct"), times
-    if in1.ndim == 0:
-        return "direct"
-    kinds = in1.dtype.kind + in2.dtype.kind
-    if all(k == "b" for k in kinds):
-        return "direct"
-    if any(k in "iu" for k in kinds):
-        largest = int(np.abs(in1).max()) * int(np.abs(in2).max()) * min(in1.size, in2.size)
-        if largest > FLOAT64_EXACT_INT:
-            return "direct"
-    faster = _fft_seconds(in1, in2) < _direct_seconds(in1, in2, mode)
-    return "fft" if faster else "direct"
+    return _choose(in1, in2, mode)
 
 
 # --- the public N-D functions ----------------------------------------------------------------
@@ -555,13 +384,17 @@ def _convolve(in1: np.ndarray, in2: np.ndarray, mode: str, method: str, fn: str
     if mode == "valid" and _valid_swap(in1.shape, in2.shape, fn):
         in1, in2 = in2, in1  # convolution commutes; 'valid' wants the larger first
     if method == "auto":
-        method = choose_conv_method(in1, in2, mode)
+        method = _choose(in1, in2, mode)  # 'fft' only for finite input
+    elif method == "fft" and not (all_finite(in1) and all_finite(in2)):
+        warnings.warn(
+            f"{fn}: method='fft' on input with NaN or inf makes the whole output NaN or inf "
+            "(every output sample mixes every input sample); method='direct' keeps them to "
+            "the windows they touch", RuntimeWarning, stacklevel=3)
     if method == "direct":
         return _direct_convolve(in1, in2, mode)
-    dtype = np.result_type(in1, in2)
     axes = [a for a in range(in1.ndim) if in1.shape[a] != 1 and in2.shape[a] != 1]
-    out = _apply_mode(_fft_full(in1, in2, axes), in1.shape, in2.shape, mode, axes)
-    return _to_result(out, dtype)
+    out = _apply_mode(fft_convolve(in1, in2, axes), in1.shape, in2.shape, mode, axes)
+    return _to_result(out, np.result_type(in1, in2))
 
 
 def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> np.ndarray:
@@ -569,21 +402,27 @@ def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> np
 
     Parameters
     ----------
-    in1 : array_like of shape (*s1)
-    in2 : array_like of shape (*s2), same ndim as ``in1``.
+    in1 : array_like of shape (*s1), not empty
+    in2 : array_like of shape (*s2), same ndim as ``in1``, not empty.
     mode : {'full', 'valid', 'same'}
         ``'full'``: shape ``s1 + s2 - 1``. ``'same'``: shape ``s1``, the centre of the full
         result (it starts ``(s2 - 1) // 2`` in). ``'valid'``: shape ``|s1 - s2| + 1``, only
         complete overlaps; one input must be at least as large as the other in every
         dimension (the inputs are swapped when ``in2`` is the larger, as SciPy does).
     method : {'auto', 'direct', 'fft'}
-        ``'direct'``: the GEMM layer engine; ``'fft'``: :func:`fftconvolve`;
-        ``'auto'``: :func:`choose_conv_method`.
+        ``'direct'``: the exact direct sum; ``'fft'``: :func:`fftconvolve`, rounded for
+        integer results; ``'auto'``: :func:`choose_conv_method`.
 
     Returns
     -------
     ndarray
-        dtype ``np.result_type(in1, in2)``; integer results are exact below ``2**53``.
+        dtype ``np.result_type(in1, in2)``; integer results of ``'direct'`` and ``'auto'``
+        are exact.
+
+    Warns
+    -----
+    RuntimeWarning
+        ``method='fft'`` on input with NaN or inf (the whole output becomes NaN or inf).
 
     >>> convolve([1, 2, 3], [0, 1, 0.5])
     array([0. , 1. , 2.5, 4. , 1.5])
@@ -607,15 +446,15 @@ def correlate(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> n
 
     Parameters
     ----------
-    in1 : array_like of shape (*s1)
-    in2 : array_like of shape (*s2), same ndim as ``in1``.
+    in1 : array_like of shape (*s1), not empty
+    in2 : array_like of shape (*s2), same ndim as ``in1``, not empty.
     mode : {'full', 'valid', 'same'}
     method : {'auto', 'direct', 'fft'}
 
     Returns
     -------
     ndarray
-        Shape and dtype as :func:`convolve`.
+        Shape and dtype as :func:`convolve`; warns as :func:`convolve`.
 
     >>> correlate([1, 2, 3], [0, 1, 0.5])
     array([0.5, 2. , 3.5, 3. , 0. ])
@@ -650,8 +489,12 @@ def _fill_value(fillvalue: Any, dtype: np.dtype, fn: str) -> Any:
 
 def _conv2d(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, flip: bool,
             fn: str) -> np.ndarray:
-    """convolve2d (``flip``) or correlate2d: pad in1 by the boundary rule, then GEMM."""
-    in1, in2 = _as_arrays(in1, in2, fn)
+    """convolve2d (``flip``) or correlate2d: pad in1 by the boundary rule, then GEMM.
+
+    Empty inputs as SciPy: the mode's shape, zeros for an empty kernel (an empty sum), the
+    fill value's sums for an empty ``in1``; errors where SciPy fails or crashes.
+    """
+    in1, in2 = _as_arrays(in1, in2, fn, allow_empty=True)
     if in1.ndim != 2:
         raise ValueError(f"{fn}: in1 and in2 must both be 2-D, got ndim {in1.ndim}")
     _check_choice(mode, MODES, "mode", fn)
@@ -661,6 +504,16 @@ def _conv2d(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, flip: 
     swapped = mode == "valid" and _valid_swap(in1.shape, in2.shape, fn)
     if swapped:
         in1, in2 = in2, in1
+    out_shape = _mode_window(in1.shape, in2.shape, mode)[1]
+    if min(out_shape) < 0:
+        raise ValueError(f"{fn}: mode={mode!r} output shape {out_shape} has a negative size "
+                         f"(in1.shape={in1.shape}, in2.shape={in2.shape})")
+    if in2.size == 0 or min(out_shape) == 0:
+        return np.zeros(out_shape, dtype)
+    np_mode = BOUNDARIES[boundary]
+    if in1.size == 0 and np_mode != "constant":
+        raise ValueError(f"{fn}: boundary={boundary!r} cannot extend an empty in1 "
+                         f"(shape {in1.shape}); use boundary='fill'")
     work = _compute_dtype(dtype)
     image, kernel = in1.astype(work), in2.astype(work)
     kernel = kernel[::-1, ::-1] if flip else np.conj(kernel)
@@ -671,11 +524,8 @@ def _conv2d(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, flip: 
         lo = {"full": k - 1, "valid": 0, "same": k // 2 if flip else (k - 1) // 2}[mode]
         hi = {"full": k - 1, "valid": 0, "same": k - 1 - lo}[mode]
         pairs.append((lo, hi))
-    np_mode = BOUNDARIES[boundary]
-    if np_mode == "constant":
-        padded = np.pad(image, pairs, mode="constant", constant_values=fill.astype(work))
-    else:
-        padded = np.pad(image, pairs, mode=np_mode)
+    constant = {"constant_values": fill.astype(work)} if np_mode == "constant" else {}
+    padded = np.pad(image, pairs, mode=np_mode, **constant)
     out = _gemm_correlate(padded, kernel, ((0, 0), (0, 0)))
     if swapped and not flip:
         # SciPy reverses the swapped correlation without conjugating it back.
@@ -705,7 +555,7 @@ def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     Returns
     -------
     ndarray
-        dtype ``np.result_type(in1, in2)``.
+        dtype ``np.result_type(in1, in2)``; integer results are exact.
 
     >>> convolve2d(np.eye(2), [[1, 2], [3, 4]], mode='same', boundary='wrap')
     array([[5., 5.],

@@ -145,6 +145,26 @@ def conv_output_shape(
     )
 
 
+def signal_mode_window(shape1: Sequence[int], shape2: Sequence[int], mode: str
+                       ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """SciPy's modes of a convolution of ``shape1`` with ``shape2``: (the full result's
+    shape ``s1 + s2 - 1``, where the kept block starts in it, the kept shape), per axis.
+
+    ``full`` keeps it all, ``same`` ``s1`` samples, ``valid`` ``|s1 - s2| + 1``; the kept
+    block starts ``(full - kept) // 2`` in (SciPy's ``_centered``), so 'same' starts at
+    ``(s2 - 1) // 2`` and 'valid' at ``min(s1, s2) - 1``.
+
+    >>> signal_mode_window((8,), (3,), "same")
+    ((10,), (1,), (8,))
+    """
+    full = tuple(n1 + n2 - 1 for n1, n2 in zip(shape1, shape2, strict=True))
+    kept = {"full": full, "same": tuple(shape1),
+            "valid": tuple(abs(n1 - n2) + 1 for n1, n2 in zip(shape1, shape2, strict=True))
+            }[mode]
+    starts = tuple((f - k) // 2 for f, k in zip(full, kept, strict=True))
+    return full, starts, kept
+
+
 def conv_transpose_output_shape(
     in_spatial: Sequence[int],
     kernel: Sequence[int],

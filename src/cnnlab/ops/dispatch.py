@@ -12,9 +12,12 @@ The cost model: ``choose_conv_method`` returns a name; ``ALGORITHMS`` lists what
 forced. A new algorithm joins by adding its name there and a cost function beside the two
 below.
 
-Cost constants were fitted on the 2-core development machine by
-``python benchmarks/bench_conv.py --fit`` (see BENCHMARKS.md): the GEMM path sustains
-about ``GEMM_FLOPS_PER_S`` on its useful work plus one pass over the column buffer at
+The cost model is the one of the library: the layers' :func:`choose_conv_method` and
+:func:`cnnlab.signal.choose_conv_method` (through :func:`convolve_seconds`) share its
+constants, each defined once beside the benchmark that fitted it
+(``benchmarks/bench_conv.py --fit`` for the layers' terms, ``benchmarks/bench_signal.py
+--fit`` for those only signal's plain convolutions exercise). The GEMM path sustains about
+``GEMM_FLOPS_PER_S`` on its useful work plus one pass over the column buffer at
 ``COPY_BYTES_PER_S``; the FFT path about ``FFT_FLOPS_PER_S`` on its transforms and
 ``SPECTRAL_FLOPS_PER_S`` on the per-frequency channel products
 (:func:`cnnlab.ops.fft.fft_flops`, :func:`cnnlab.ops.fft.spectral_product_flops`).
@@ -31,39 +34,131 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._args import PadPairs, prod
-from .fft import fft_conv_backward, fft_conv_forward, fft_flops, spectral_product_flops
-from .gemm import GemmPlan, all_finite, conv_backward, conv_forward, gemm_plan
+from . import reference
+from ._args import PadPairs, all_finite, prod, signal_mode_window
+from .fft import (
+    fft_conv_backward,
+    fft_conv_forward,
+    fft_flops,
+    fft_shape,
+    spectral_product_flops,
+    transform_flops,
+)
+from .gemm import GemmPlan, conv_backward, conv_forward, gemm_plan
 from .pad import pad_backward, pad_forward
 
-ALGORITHMS = ("auto", "gemm", "fft")
+ALGORITHMS = ("auto", "direct", "gemm", "fft")
 
-GEMM_FLOPS_PER_S = 1.2e11
-COPY_BYTES_PER_S = 3.5e10
+# --- the cost model ---------------------------------------------------------------------
+# Each constant is fitted by the benchmark named beside it, on the 2-core development machine
+# (AVX-512 Xeon/EPYC, NumPy 2.4, SciPy 1.17, OpenBLAS 0.3.31). Flop rates are float32 rates:
+# a float64 (or complex128) SIMD lane holds half as many numbers and runs at half the rate
+# (scipy.fft.rfftn measured 1.6-1.9x slower in float64, see ``_rate``); byte rates need no
+# such factor, the bytes already count the itemsize.
+
+# GEMM engine (ops/gemm.py): layers, and cnnlab.signal's N-D direct sums.
+# benchmarks/bench_conv.py --fit
+GEMM_FLOPS_PER_S = 1.2e11        # useful multiply-adds of the GEMMs, x2
+COPY_BYTES_PER_S = 3.5e10        # writing plus reading the column buffer
+GEMM_CALL_SECONDS = 2e-5         # plan, padded grid and output of one engine call
+
+# FFT (ops/fft.py). Transforms, on the flops of cnnlab.ops.fft.transform_flops.
+# benchmarks/bench_conv.py --fit: many lines per transform, which pocketfft runs several at
+# a time in SIMD registers.
 FFT_FLOPS_PER_S = 1.3e10
+# A transform along one axis of an array with no other axis, i.e. a single line (convolve
+# of two 1-D signals): nothing to vectorise across, and long lines outgrow the caches
+# (rfft of 10^5 float64 samples: 3.1e9-3.3e9 flop/s). benchmarks/bench_signal.py --fit: least
+# squares says 1.3e10, pulled up by short lines that stay in cache, and then misjudges
+# 10^5-sample signals; choices are best and flat for 5e9..9e9 (83 of 87 right).
+FFT_LINE_FLOPS_PER_S = 7e9
 # The spectral channel contraction is thousands of small complex matmuls (one per
 # frequency), far below BLAS's large-matrix rate: ResNet 3x3 picked FFT and ran 3x slower
 # than GEMM until this term got its own rate (benchmarks/bench_conv.py --fit).
 SPECTRAL_FLOPS_PER_S = 4.0e9
-# Fixed cost of one call (transform planning, spectra allocation) that makes FFT lose on
-# small problems whatever their flop count; GEMM's column set-up is far cheaper.
-FFT_CALL_SECONDS = 3e-4
-GEMM_CALL_SECONDS = 2e-5
+# Fixed costs of one call, which make FFT lose on small problems whatever their flop count.
+# The two paths differ: a layer regroups channels, transposes spectra and runs a batched
+# matmul (benchmarks/bench_conv.py --fit); cnnlab.signal's fft_convolve is three bare
+# scipy.fft calls, a product and a crop (benchmarks/bench_signal.py --fit).
+FFT_LAYER_CALL_SECONDS = 3e-4
+FFT_CONVOLVE_CALL_SECONDS = 3.8e-5
+
+# numpy.convolve: cnnlab.signal's 1-D direct sum (SciPy's too). It computes each output as
+# one dot product, so it costs per output and per multiply-add; measured in float64, used
+# for every dtype. benchmarks/bench_signal.py --fit
+NP_CONVOLVE_CALL_SECONDS = 3.4e-6
+NP_CONVOLVE_OUTPUT_SECONDS = 9.5e-9
+NP_CONVOLVE_MACS_PER_S = 1.56e10
+
+
+def _rate(flops_per_s: float, itemsize: int) -> float:
+    """A float32 flop rate scaled to numbers of ``itemsize`` bytes: half of it for float64
+    (and complex64), a quarter for complex128."""
+    return flops_per_s * 4.0 / max(itemsize, 4)
+
+
+def _gemm_engine_seconds(columns: int, taps: int, in_channels: int, out_channels: int,
+                         groups: int, itemsize: int) -> float:
+    """Modelled time of :func:`cnnlab.ops.gemm.conv_forward`: call overhead, GEMM flops and
+    one write plus one read of the (taps * C_in, columns) column buffer."""
+    flops = 2.0 * columns * out_channels * taps * in_channels / groups
+    col_bytes = 2.0 * columns * taps * in_channels * itemsize
+    return (GEMM_CALL_SECONDS + flops / _rate(GEMM_FLOPS_PER_S, itemsize)
+            + col_bytes / COPY_BYTES_PER_S)
 
 
 def gemm_seconds(geo: GemmPlan, itemsize: int) -> float:
-    taps = prod(geo.kernel)
-    flops = 2.0 * geo.columns * geo.out_channels * taps * geo.in_channels / geo.groups
-    col_bytes = 2.0 * geo.columns * taps * geo.in_channels * itemsize
-    return GEMM_CALL_SECONDS + flops / GEMM_FLOPS_PER_S + col_bytes / COPY_BYTES_PER_S
+    """Modelled seconds of the GEMM forward of a layer with this geometry."""
+    return _gemm_engine_seconds(geo.columns, prod(geo.kernel), geo.in_channels,
+                                geo.out_channels, geo.groups, itemsize)
 
 
-def fft_seconds(geo: GemmPlan) -> float:
+def fft_seconds(geo: GemmPlan, itemsize: int = 4) -> float:
+    """Modelled seconds of the FFT forward of a layer (:func:`cnnlab.ops.fft.fft_flops`)."""
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
     args = (geo.batch, geo.in_channels, geo.out_channels, geo.groups, padded)
     products = spectral_product_flops(*args)
     transforms = fft_flops(*args) - products
-    return FFT_CALL_SECONDS + transforms / FFT_FLOPS_PER_S + products / SPECTRAL_FLOPS_PER_S
+    return (FFT_LAYER_CALL_SECONDS + transforms / _rate(FFT_FLOPS_PER_S, itemsize)
+            + products / _rate(SPECTRAL_FLOPS_PER_S, itemsize))
+
+
+def convolve_seconds(shape1: tuple[int, ...], shape2: tuple[int, ...], mode: str,
+                     dtype: np.dtype) -> dict[str, float]:
+    """Modelled seconds of ``cnnlab.signal.convolve(in1, in2, mode, method)`` for
+    ``method`` ``'direct'`` and ``'fft'``, with non-empty inputs of these shapes whose
+    ``np.result_type`` is ``dtype``.
+
+    ``'direct'``: numpy.convolve for 1-D inputs (one dot product per output); otherwise the
+    GEMM engine with a batch of one, one channel, the smaller input as the kernel and one
+    column per kept output. ``'fft'``: three transforms of the full size ``s1 + s2 - 1``
+    (:func:`cnnlab.ops.fft.fft_convolve`; a complex transform is twice a real one), at
+    :data:`FFT_LINE_FLOPS_PER_S` when they are a single line. Modes select outputs:
+    ``full`` ``s1 + s2 - 1``, ``same`` ``s1``, ``valid`` ``|s1 - s2| + 1``.
+    """
+    dtype = np.dtype(dtype)
+    full, _, kept = signal_mode_window(shape1, shape2, mode)
+    taps = min(prod(shape1), prod(shape2))
+    # Bytes per number as computed: bool and ints in 64 bits (exact int64 sums, or float64
+    # transforms), float16 in float32.
+    itemsize = 8 if dtype.kind in "biu" else 4 if dtype == np.float16 else dtype.itemsize
+    complex_input = dtype.kind == "c"
+    if len(shape1) == 1:
+        # numpy.convolve's outputs overlap the shorter input in all but the ends.
+        outputs = prod(kept) if mode != "same" or shape1[0] >= shape2[0] else prod(full)
+        macs = outputs * taps * (4.0 if complex_input else 1.0)  # a complex one is four
+        direct = (NP_CONVOLVE_CALL_SECONDS + outputs * NP_CONVOLVE_OUTPUT_SECONDS
+                  + macs / NP_CONVOLVE_MACS_PER_S)
+    else:
+        direct = _gemm_engine_seconds(prod(kept), taps, 1, 1, 1, itemsize)
+    shape = fft_shape(full, real=not complex_input)
+    single_line = sum(n > 1 for n in full) == 1
+    rate = FFT_LINE_FLOPS_PER_S if single_line else FFT_FLOPS_PER_S
+    # A complex transform is two real ones' work on numbers of half the itemsize.
+    transforms = 3.0 * (2.0 if complex_input else 1.0) * transform_flops(shape)
+    real_itemsize = itemsize // 2 if complex_input else itemsize
+    fft = FFT_CONVOLVE_CALL_SECONDS + transforms / _rate(rate, real_itemsize)
+    return {"direct": direct, "fft": fft}
 
 
 # Passes over the stride-1 convolution's output that its max pooling costs when run on its
@@ -89,7 +184,7 @@ def choose_conv_method(geo: GemmPlan, itemsize: int = 4) -> str:
     """``'gemm'`` or ``'fft'``: whichever the cost model says is faster for this geometry."""
     if geo.batch == 0 or geo.columns == 0:
         return "gemm"
-    return "fft" if fft_seconds(geo) < gemm_seconds(geo, itemsize) else "gemm"
+    return "fft" if fft_seconds(geo, itemsize) < gemm_seconds(geo, itemsize) else "gemm"
 
 @dataclass(frozen=True)
 class ConvRequest:
@@ -149,6 +244,8 @@ def conv_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvReq
 
     ``saved``: a dict in which the GEMM path leaves what :func:`conv_nd_backward` can reuse.
     """
+    if spec.algorithm == "direct":
+        return reference.conv_forward(x, w, bias, spec)
     x_in, geo = _prepare(x, w.shape, spec)
     if _method(geo, spec, x, w) == "fft":
         y = fft_conv_forward(_zero_padded(x_in, geo), w, geo.stride, geo.dilation, geo.groups,
@@ -165,6 +262,8 @@ def conv_nd_backward(
     saved: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_nd` for x, w and bias (each ``None`` when not needed)."""
+    if spec.algorithm == "direct":
+        return reference.conv_backward(x, w, gy, spec, need_input, need_weight, need_bias)
     x_in, geo = _prepare(x, w.shape, spec)
     if _method(geo, spec, x, w, gy) == "fft":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
@@ -199,6 +298,8 @@ def conv_transpose_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spe
 
     The adjoint of the convolution with the same stride, padding, dilation and groups.
     """
+    if spec.algorithm == "direct":
+        return reference.conv_transpose_forward(x, w, bias, spec, out_spatial)
     geo = _transpose_geometry(x.shape, w.shape, spec, out_spatial)
     if _method(geo, spec, x, w) == "fft":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(geo.in_spatial, geo.padding))
@@ -218,6 +319,9 @@ def conv_transpose_nd_backward(
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """VJPs of :func:`conv_transpose_nd`: grad_x is the convolution of gy; grad_w is the
     convolution's weight-VJP with the roles of input and output gradient swapped."""
+    if spec.algorithm == "direct":
+        return reference.conv_transpose_backward(x, w, gy, spec, need_input, need_weight,
+                                                 need_bias)
     out_spatial = gy.shape[2:]
     geo = _transpose_geometry(x.shape, w.shape, spec, out_spatial)
     conv_spec = ConvRequest(spec.stride, spec.padding, spec.dilation, spec.groups, "zeros",

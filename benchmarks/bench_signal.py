@@ -1,0 +1,288 @@
+"""cnnlab.signal vs scipy.signal: seconds per call on representative sizes, and --fit.
+
+For a few shapes (a long 1-D signal with a 255-tap filter, a 256x256 image with a 31x31
+kernel, a tiny 8-sample signal with 6 taps) it times ``convolve`` (method 'auto'),
+``fftconvolve`` and ``oaconvolve`` of cnnlab and SciPy, float64, 'full' mode, with the
+pause / burst / minimum-over-rounds protocol of ``_timing.py``::
+
+    python benchmarks/bench_signal.py                       # cnnlab vs SciPy
+    python benchmarks/bench_signal.py --baseline old.py     # + an older cnnlab/signal.py
+    python benchmarks/bench_signal.py --fit                 # direct vs fft, cost constants
+
+``--baseline FILE`` loads another version of ``cnnlab/signal.py`` from a file (its imports
+must resolve) and times it as a third contender, for before/after comparisons in one run.
+
+``--fit`` times ``cnnlab.signal.convolve`` with ``method='direct'`` and ``'fft'`` forced on
+a grid of 1-D, 2-D and 3-D shapes in the three modes, prints which is faster and what
+``choose_conv_method`` picks, and fits the constants of the shared cost model
+(``cnnlab.ops.dispatch.convolve_seconds``) that only the signal path exercises:
+``FFT_CONVOLVE_CALL_SECONDS`` and ``FFT_LINE_FLOPS_PER_S`` for the FFT, the three
+``NP_CONVOLVE_*`` constants of the 1-D direct sum. The constants the layers also use (the
+GEMM engine's, ``FFT_FLOPS_PER_S``) are fitted by ``bench_conv.py --fit`` and held fixed
+here. It only prints; editing ``dispatch.py`` is a separate, reviewed change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import scipy.signal as ss
+from _timing import FULL, QUICK, Protocol, compare, machine_info
+from scipy.optimize import nnls
+
+import cnnlab.signal as cs
+from cnnlab.ops import dispatch
+
+
+@dataclass(frozen=True)
+class SignalCase:
+    """in1 of ``shape1`` convolved with in2 of ``shape2`` (float64, standard normal)."""
+
+    name: str
+    shape1: tuple[int, ...]
+    shape2: tuple[int, ...]
+    mode: str = "full"
+
+    def operands(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return rng.standard_normal(self.shape1), rng.standard_normal(self.shape2)
+
+
+CASES = (
+    SignalCase("1d-1e5-k255", (100_000,), (255,)),
+    SignalCase("2d-256-k31", (256, 256), (31, 31)),
+    SignalCase("small-8-k6", (8,), (6,)),
+)
+FUNCTIONS = ("convolve", "fftconvolve", "oaconvolve")
+
+
+def load_module(path: str, name: str = "baseline_signal") -> Any:
+    """A module loaded from a file path (an older ``signal.py`` kept for comparison)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: cannot load a Python module from {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_compare(cases: Sequence[SignalCase], protocol: Protocol, baseline: Any | None
+                ) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    libraries = {"cnnlab": cs, "scipy": ss}
+    if baseline is not None:
+        libraries = {"before": baseline} | libraries
+    rows = []
+    for case in cases:
+        in1, in2 = case.operands(rng)
+        for function in FUNCTIONS:
+            calls: dict[str, Callable[[], Any]] = {
+                name: partial(getattr(lib, function), in1, in2, case.mode)
+                for name, lib in libraries.items()}
+            seconds = compare(calls, protocol)
+            row = {"case": case.name, "function": function,
+                   **{f"{name}_ms": s * 1e3 for name, s in seconds.items()}}
+            rows.append(row)
+            ratio = seconds["cnnlab"] / seconds["scipy"]
+            times = "  ".join(f"{name} {s * 1e3:9.3f} ms" for name, s in seconds.items())
+            print(f"{case.name:<13} {function:<12} {times}   cnnlab/scipy {ratio:5.2f}x",
+                  flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# --fit: direct vs fft through cnnlab.signal.convolve, and the signal-only constants.
+
+
+# The constants --fit estimates, by the method whose model uses them; the layers' rates
+# (bench_conv.py --fit) stay fixed. Per-call constants end in _SECONDS and count 1 per call.
+FIT_CONSTANTS = {
+    "direct": ("NP_CONVOLVE_CALL_SECONDS", "NP_CONVOLVE_OUTPUT_SECONDS",
+               "NP_CONVOLVE_MACS_PER_S"),
+    "fft": ("FFT_LINE_FLOPS_PER_S", "FFT_CONVOLVE_CALL_SECONDS"),
+}
+
+# As in bench_conv.py: fit only where the slower method is within this factor of the faster.
+CONTESTED_RATIO = 10.0
+
+
+def fit_cases() -> list[SignalCase]:
+    """1-D signals of 50 to 10^5 samples with 3 to 1000 taps, 2-D images of 16^2 to 256^2
+    with 3^2 to 31^2 kernels and two 3-D volumes, each in the three modes."""
+    shapes = []
+    for n in (50, 500, 5000, 100_000):
+        shapes += [((n,), (k,)) for k in (3, 15, 63, 255, 1000) if k <= n]
+    for n in (16, 64, 256):
+        shapes += [((n, n), (k, k)) for k in (3, 7, 15, 31) if k <= n]
+    shapes += [((32, 32, 32), (5, 5, 5)), ((48, 48, 48), (9, 9, 9))]
+    return [SignalCase("x".join(map(str, s1)) + "-k" + "x".join(map(str, s2)), s1, s2, mode)
+            for s1, s2 in shapes for mode in ("full", "same", "valid")]
+
+
+@contextmanager
+def dispatch_constants(**values: float) -> Iterator[None]:
+    """Temporarily set cost constants in ``cnnlab.ops.dispatch`` (restored on exit)."""
+    saved = {name: getattr(dispatch, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(dispatch, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(dispatch, name, value)
+
+
+def model_seconds(method: str, in1: np.ndarray, in2: np.ndarray, mode: str) -> float:
+    """The shared model's time for ``convolve(in1, in2, mode, method)``."""
+    return dispatch.convolve_seconds(in1.shape, in2.shape, mode,
+                                     np.result_type(in1, in2))[method]
+
+
+def cost_terms(method: str, in1: np.ndarray, in2: np.ndarray, mode: str) -> dict[str, float]:
+    """The model's count behind each fitted constant, plus the fixed constants' part.
+
+    The model is affine in 1/rate and in the per-call seconds, so evaluating it with one
+    fitted constant at 1 (a rate) or at 1 s (a per-call or per-tap time) and the other
+    fitted ones switched off yields that term's count; with all of them off, what remains is
+    the part of the fixed (layer-fitted) constants, ``"fixed"``.
+    """
+    names = FIT_CONSTANTS[method]
+    off = {name: (0.0 if name.endswith("_SECONDS") else math.inf) for name in names}
+    with dispatch_constants(**off):
+        fixed = model_seconds(method, in1, in2, mode)
+    terms = {}
+    for name in names:
+        with dispatch_constants(**(off | {name: 1.0})):
+            terms[name] = model_seconds(method, in1, in2, mode) - fixed
+    return terms | {"fixed": fixed}
+
+
+def as_constant(name: str, coefficient: float) -> float:
+    """A fitted coefficient as dispatch.py spells it: a rate (1/coef) or seconds."""
+    if name.endswith("_SECONDS"):
+        return coefficient
+    return 1.0 / coefficient if coefficient > 0 else math.inf
+
+
+def fit_method(method: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Non-negative least squares on the relative error of (measured - fixed part)."""
+    names = list(FIT_CONSTANTS[method])
+    features = np.array([[r["terms"][method][name] for name in names] for r in rows])
+    fixed = np.array([r["terms"][method]["fixed"] for r in rows])
+    seconds = np.array([r[f"{method}_ms"] for r in rows]) / 1e3
+    contested = np.array([r["contested"] for r in rows])
+    if contested.sum() <= len(names):
+        contested[:] = True
+    target = np.maximum(seconds - fixed, 0.0)
+    scale = seconds[contested, None]
+    coef, _ = nnls(features[contested] / scale, target[contested] / scale[:, 0])
+    predicted = features @ coef + fixed
+    error = np.abs(predicted / seconds - 1)
+    return {"constants": {name: as_constant(name, c) for name, c in zip(names, coef,
+                                                                         strict=True)},
+            "predicted_s": predicted, "rows_used": int(contested.sum()),
+            "error_median": float(np.median(error[contested])),
+            "error_max": float(np.max(error[contested]))}
+
+
+def run_fit(protocol: Protocol) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    rows = []
+    print(f"{'shape':<22} {'mode':<5} {'direct ms':>9} {'fft ms':>9} {'faster':>6} "
+          f"{'picks':>6}  {'model direct':>12} {'model fft':>9}")
+    for case in fit_cases():
+        in1, in2 = case.operands(rng)
+        calls = {method: partial(cs.convolve, in1, in2, case.mode, method)
+                 for method in FIT_CONSTANTS}
+        seconds = compare(calls, protocol)
+        model = {m: model_seconds(m, in1, in2, case.mode) for m in FIT_CONSTANTS}
+        row = {"name": case.name, "mode": case.mode,
+               "direct_ms": seconds["direct"] * 1e3, "fft_ms": seconds["fft"] * 1e3,
+               "faster": min(seconds, key=seconds.__getitem__),
+               "picks": cs.choose_conv_method(in1, in2, case.mode),
+               "model_direct_ms": model["direct"] * 1e3, "model_fft_ms": model["fft"] * 1e3,
+               "contested": max(seconds.values()) < CONTESTED_RATIO * min(seconds.values()),
+               "terms": {m: cost_terms(m, in1, in2, case.mode) for m in FIT_CONSTANTS}}
+        rows.append(row)
+        flag = "" if row["faster"] == row["picks"] else "  <- wrong pick"
+        print(f"{case.name:<22} {case.mode:<5} {row['direct_ms']:9.3f} {row['fft_ms']:9.3f} "
+              f"{row['faster']:>6} {row['picks']:>6}  {row['model_direct_ms']:12.3f} "
+              f"{row['model_fft_ms']:9.3f}{flag}", flush=True)
+    fits = {method: fit_method(method, rows) for method in FIT_CONSTANTS}
+    picks = np.where(fits["fft"]["predicted_s"] < fits["direct"]["predicted_s"], "fft",
+                     "direct")
+    right_now = sum(r["faster"] == r["picks"] for r in rows)
+    right_fit = sum(r["faster"] == p for r, p in zip(rows, picks, strict=True))
+    slowdown = [max(r[f"{p}_ms"] / r[f"{r['faster']}_ms"], 1.0)
+                for r, p in zip(rows, picks, strict=True)]
+    print("\nSuggested constants for src/cnnlab/ops/dispatch.py (non-negative least squares on "
+          "relative error; layer-fitted rates held fixed; not applied):")
+    suggested: dict[str, float] = {}
+    for method, fit in fits.items():
+        print(f"  {method}: fitted on {fit['rows_used']} of {len(rows)} cases (within "
+              f"{CONTESTED_RATIO:g}x of the other method); |predicted/measured - 1| "
+              f"median {fit['error_median']:.0%}, max {fit['error_max']:.0%}")
+        for name, value in fit["constants"].items():
+            print(f"    {name} = {value:.3g}    # now {getattr(dispatch, name):.3g}")
+        suggested |= fit["constants"]
+    print(f"choices right: current constants {right_now}/{len(rows)}, suggested "
+          f"{right_fit}/{len(rows)} (worst wrong pick {max(slowdown):.2f}x slower)")
+    return {"fit": rows, "suggested": suggested,
+            "current": {name: getattr(dispatch, name) for name in suggested},
+            "choices_right": {"current": right_now, "suggested": right_fit, "of": len(rows)}}
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def finite(value: Any) -> Any:
+    """``value`` with inf/nan floats as None, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisy)")
+    parser.add_argument("--baseline", metavar="FILE.py", default=None,
+                        help="an older cnnlab/signal.py to time beside the current one")
+    parser.add_argument("--fit", action="store_true",
+                        help="time direct vs fft on a grid and suggest cost constants")
+    parser.add_argument("--json", metavar="FILE", default=None, help="write raw numbers")
+    args = parser.parse_args(argv)
+    protocol = QUICK if args.quick else FULL
+    command = shlex.join(["python", "benchmarks/bench_signal.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    machine = machine_info()
+    print("machine:", json.dumps(machine))
+    if args.fit:
+        report = run_fit(protocol)
+    else:
+        baseline = load_module(args.baseline) if args.baseline else None
+        report = {"rows": run_compare(CASES, protocol, baseline)}
+    report |= {"command": command, "machine": machine, "protocol": protocol.as_dict()}
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(finite(report), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
