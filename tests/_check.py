@@ -23,8 +23,10 @@ import pytest
 import torch
 from hypothesis import assume
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from cnnlab import Tensor
+from cnnlab.ops import reference
 from cnnlab.ops._args import conv_output_shape, conv_padding, conv_transpose_output_shape
 from cnnlab.ops.dispatch import ConvRequest
 
@@ -374,6 +376,16 @@ def count_calls(module: Any, *names: str) -> Iterator[dict[str, int]]:
         yield calls
 
 
+# The float dtypes every op runs in, and small array shapes for elementwise ops.
+DTYPES = (np.float64, np.float32)
+ARRAY_SHAPES = hnp.array_shapes(min_dims=1, max_dims=4, max_side=5)
+
+
+def random_array(shape, seed, dtype=np.float64, scale=1.0) -> np.ndarray:
+    """Standard normal values (times ``scale``) of ``shape``, from ``seed``, in ``dtype``."""
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
 def fd_check(fn, arrays, seed=0):
     """Every array's gradient of ``sum(fn(*tensors) * upstream)`` by central differences."""
     arrays = [np.asarray(a, np.float64) for a in arrays]
@@ -385,3 +397,36 @@ def fd_check(fn, arrays, seed=0):
         lambda *xs: np.sum(np.asarray(fn(*xs)) * upstream), arrays)
     for index, (tensor, grad) in enumerate(zip(tensors, expected, strict=True)):
         assert_close(tensor.grad, grad, 1e-6, 1e-5, f"finite differences, input {index}")
+
+
+# ---------------------------------------------------------------------------------------
+# (forward, backward) pairs of the reference kernels and of torch, for check_vjp.
+
+
+def reference_conv(request: ConvRequest):
+    """The reference convolution (``cnnlab.ops.reference``) as a (forward, backward) pair."""
+    return (lambda x, w, b: reference.conv_forward(x, w, b, request),
+            lambda g, x, w, b: reference.conv_backward(x, w, g, request,
+                                                       need_bias=b is not None))
+
+
+def torch_conv_of(request: ConvRequest):
+    """torch's convolution with ``request``'s settings, as a (forward, backward) pair."""
+    return torch_vjp(lambda x, w, b: torch_conv(x, w, b, request.stride, request.padding,
+                                                request.dilation, request.groups,
+                                                request.padding_mode))
+
+
+def reference_conv_transpose(request: ConvRequest, out_spatial: tuple[int, ...]):
+    """The reference transposed convolution as a (forward, backward) pair."""
+    return (lambda x, w, b: reference.conv_transpose_forward(x, w, b, request, out_spatial),
+            lambda g, x, w, b: reference.conv_transpose_backward(x, w, g, request,
+                                                                 need_bias=b is not None))
+
+
+def torch_conv_transpose_of(case: dict):
+    """torch's transposed convolution for a :func:`conv_transpose_case`."""
+    request = case["request"]
+    return torch_vjp(lambda x, w, b: torch_conv_transpose(
+        x, w, b, request.stride, request.padding, case["output_padding"], request.groups,
+        request.dilation))

@@ -1,10 +1,6 @@
 """cnnlab.functional activations (relu, leaky_relu, gelu, sigmoid, tanh, softmax, log_softmax)
-and their kernels in cnnlab.ops.activation.
-
-Three checks per op (STYLE.md, rule 14): torch as the oracle through ``check_op`` (forward
-and every input gradient; float64 and float32, hypothesis over shapes and options), float64
-finite differences, and error messages. Plus: array in gives array out, float32 stays
-float32, numerically extreme inputs stay finite.
+and their kernels in cnnlab.ops.activation. As every op test: torch as the oracle
+(``check_op``), float64 finite differences (``fd_check``), error messages.
 """
 
 from __future__ import annotations
@@ -15,19 +11,10 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
-from _check import check_op, fd_check
+from _check import ARRAY_SHAPES, DTYPES, check_op, fd_check, random_array
 from cnnlab import Tensor
 from cnnlab import functional as F
-
-DTYPES = (np.float64, np.float32)
-shapes = hnp.array_shapes(min_dims=1, max_dims=4, max_side=5)
-
-
-def _data(shape, seed, dtype=np.float64, scale=1.0):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
-
 
 # ---------------------------------------------------------------------------------------
 # Activations.
@@ -47,11 +34,11 @@ ACTIVATIONS = {
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(shape=shapes, seed=st.integers(0, 2**16))
+@given(shape=ARRAY_SHAPES, seed=st.integers(0, 2**16))
 @settings(max_examples=15)
 def test_activation_like_torch(name, dtype, shape, seed):
     ours, theirs = ACTIVATIONS[name]
-    x = _data(shape, seed, dtype, scale=3.0)
+    x = random_array(shape, seed, dtype, scale=3.0)
     x.flat[0] = 0.0  # the kink: relu'(0) = 0, leaky_relu'(0) = slope, as in torch
     check_op(ours, theirs, [x])
 
@@ -59,7 +46,7 @@ def test_activation_like_torch(name, dtype, shape, seed):
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_finite_differences_and_array_out(name):
     ours, _ = ACTIVATIONS[name]
-    x = _data((3, 4), 1) + 0.05  # keep off the kink
+    x = random_array((3, 4), 1) + 0.05  # keep off the kink
     fd_check(ours, [x])
     out = ours(x.astype(np.float32))
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
@@ -88,17 +75,18 @@ def test_relu_passes_no_nonfinite_gradient_where_it_is_flat(dtype):
 
 @pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(shape=shapes, seed=st.integers(0, 2**16), data=st.data())
+@given(shape=ARRAY_SHAPES, seed=st.integers(0, 2**16), data=st.data())
 @settings(max_examples=20)
 def test_softmax_like_torch(fn, dtype, shape, seed, data):
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     torch_fn = TF.softmax if fn is F.softmax else TF.log_softmax
-    check_op(lambda x: fn(x, dim), lambda x: torch_fn(x, dim), [_data(shape, seed, dtype, 5.0)])
+    check_op(lambda x: fn(x, dim), lambda x: torch_fn(x, dim),
+             [random_array(shape, seed, dtype, 5.0)])
 
 
 @pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
 def test_softmax_finite_differences_and_no_overflow(fn):
-    fd_check(lambda x: fn(x, 1), [_data((2, 4, 3), 2)])
+    fd_check(lambda x: fn(x, 1), [random_array((2, 4, 3), 2)])
     torch_fn = TF.softmax if fn is F.softmax else TF.log_softmax
     check_op(lambda x: fn(x, -1), lambda x: torch_fn(x, -1),
              [np.array([[1000.0, 0.0, -1000.0], [-1e4, -1e4, -1e4]])])

@@ -1,9 +1,5 @@
-"""cnnlab.functional.linear and flatten (functional/dense.py).
-
-Three checks per op (STYLE.md, rule 14): torch as the oracle through ``check_op`` (forward
-and every input gradient; float64 and float32, hypothesis over shapes and options), float64
-finite differences, and error messages. Plus: array in gives array out, float32 stays
-float32, numerically extreme inputs stay finite.
+"""cnnlab.functional.linear and flatten (functional/dense.py). As every op test: torch as the
+oracle (``check_op``), float64 finite differences (``fd_check``), error messages.
 """
 
 from __future__ import annotations
@@ -14,19 +10,10 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
-from _check import check_op, fd_check
+from _check import DTYPES, check_op, fd_check, random_array
 from cnnlab import Tensor
 from cnnlab import functional as F
-
-DTYPES = (np.float64, np.float32)
-shapes = hnp.array_shapes(min_dims=1, max_dims=4, max_side=5)
-
-
-def _data(shape, seed, dtype=np.float64, scale=1.0):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
-
 
 # ---------------------------------------------------------------------------------------
 # Linear and flatten.
@@ -46,9 +33,9 @@ def test_linear_like_torch(dtype, lead, in_features, out_features, bias, seed):
 
 
 def test_linear_finite_differences_partial_grads_and_errors():
-    fd_check(F.linear, [_data((2, 3), 14), _data((4, 3), 15), _data((4,), 16)])
-    x = Tensor(_data((2, 3), 17), requires_grad=True)
-    w = Tensor(_data((4, 3), 18))  # frozen weight: only x gets a gradient
+    fd_check(F.linear, [random_array((2, 3), 14), random_array((4, 3), 15), random_array((4,), 16)])
+    x = Tensor(random_array((2, 3), 17), requires_grad=True)
+    w = Tensor(random_array((4, 3), 18))  # frozen weight: only x gets a gradient
     F.linear(x, w).sum().backward()
     assert w.grad is None
     np.testing.assert_allclose(x.grad, np.ones((2, 4)) @ w.data)
@@ -63,7 +50,7 @@ def test_linear_finite_differences_partial_grads_and_errors():
 @pytest.mark.parametrize(("start", "end"), [(0, -1), (1, -1), (1, 2), (-2, -1), (2, 2)])
 def test_flatten_like_torch(start, end):
     check_op(lambda x: F.flatten(x, start, end), lambda x: torch.flatten(x, start, end),
-             [_data((2, 3, 4, 2), 19)])
+             [random_array((2, 3, 4, 2), 19)])
     assert F.flatten(np.zeros(())).shape == (1,)
     with pytest.raises(ValueError, match=r"flatten: start_dim \(2\) must not come after"):
         F.flatten(np.zeros((2, 3, 4)), 2, 1)

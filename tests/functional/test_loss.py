@@ -1,10 +1,7 @@
-"""cnnlab.functional losses (cross_entropy, nll_loss, mse_loss, binary_cross_entropy_with_logits)
-and their kernels in cnnlab.ops.loss.
-
-Three checks per op (STYLE.md, rule 14): torch as the oracle through ``check_op`` (forward
-and every input gradient; float64 and float32, hypothesis over shapes and options), float64
-finite differences, and error messages. Plus: array in gives array out, float32 stays
-float32, numerically extreme inputs stay finite.
+"""cnnlab.functional losses (cross_entropy, nll_loss, mse_loss,
+binary_cross_entropy_with_logits) and their kernels in cnnlab.ops.loss. As every op test:
+torch as the oracle (``check_op``), float64 finite differences (``fd_check``), error
+messages.
 """
 
 from __future__ import annotations
@@ -17,17 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _check import check_op, fd_check
+from _check import ARRAY_SHAPES, DTYPES, check_op, fd_check, random_array
 from cnnlab import Tensor
 from cnnlab import functional as F
-
-DTYPES = (np.float64, np.float32)
-shapes = hnp.array_shapes(min_dims=1, max_dims=4, max_side=5)
-
-
-def _data(shape, seed, dtype=np.float64, scale=1.0):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
-
 
 # ---------------------------------------------------------------------------------------
 # Classification losses.
@@ -85,7 +74,7 @@ def test_nll_loss_like_torch(reduction, case):
 
 
 def test_cross_entropy_custom_ignore_index_and_unbatched():
-    logits = _data((4, 3), 3)
+    logits = random_array((4, 3), 3)
     target = np.array([0, 7, 2, 7])
     check_op(lambda x: F.cross_entropy(x, target, ignore_index=7, label_smoothing=0.2),
              lambda x: TF.cross_entropy(x, torch.from_numpy(target), ignore_index=7,
@@ -100,8 +89,9 @@ def test_cross_entropy_finite_differences_and_extremes():
     target = np.array([[0, 2], [1, 1]])
     weight = np.array([0.5, 1.0, 2.0])
     fd_check(lambda x: F.cross_entropy(x, target, weight, label_smoothing=0.1),
-             [_data((2, 3, 2), 4)])
-    fd_check(lambda x: F.nll_loss(x, target, weight, reduction="none"), [_data((2, 3, 2), 5)])
+             [random_array((2, 3, 2), 4)])
+    fd_check(lambda x: F.nll_loss(x, target, weight, reduction="none"),
+             [random_array((2, 3, 2), 5)])
     huge = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0]])
     check_op(lambda x: F.cross_entropy(x, np.array([1, 1])),
              lambda x: TF.cross_entropy(x, torch.tensor([1, 1])), [huge])
@@ -130,12 +120,12 @@ def test_constant_weights_take_the_input_dtype():
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(shape=shapes, seed=st.integers(0, 2**16))
+@given(shape=ARRAY_SHAPES, seed=st.integers(0, 2**16))
 @settings(max_examples=15)
 def test_mse_loss_like_torch(reduction, dtype, shape, seed):
     check_op(lambda x, t: F.mse_loss(x, t, reduction=reduction),
              lambda x, t: TF.mse_loss(x, t, reduction=reduction),
-             [_data(shape, seed, dtype), _data(shape, seed + 1, dtype)])
+             [random_array(shape, seed, dtype), random_array(shape, seed + 1, dtype)])
 
 
 @st.composite
@@ -176,9 +166,9 @@ def test_bce_with_logits_float32_extremes_and_finite_differences():
     assert np.all(np.isfinite(out))
     pos = np.array([0.5, 2.0])
     fd_check(lambda a, b: F.binary_cross_entropy_with_logits(a, b, pos_weight=pos),
-             [_data((3, 2), 6), np.random.default_rng(7).random((3, 2))])
-    fd_check(lambda a, b: F.mse_loss(a, b, reduction="sum"), [_data((3, 2), 8),
-                                                               _data((3, 2), 9)])
+             [random_array((3, 2), 6), np.random.default_rng(7).random((3, 2))])
+    fd_check(lambda a, b: F.mse_loss(a, b, reduction="sum"), [random_array((3, 2), 8),
+                                                               random_array((3, 2), 9)])
 
 
 # ---------------------------------------------------------------------------------------

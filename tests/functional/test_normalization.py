@@ -1,10 +1,6 @@
 """cnnlab.functional normalisation and regularisation (batch_norm, layer_norm, dropout) and the
-kernels in cnnlab.ops.normalization.
-
-Three checks per op (STYLE.md, rule 14): torch as the oracle through ``check_op`` (forward
-and every input gradient; float64 and float32, hypothesis over shapes and options), float64
-finite differences, and error messages. Plus: array in gives array out, float32 stays
-float32, numerically extreme inputs stay finite.
+kernels in cnnlab.ops.normalization. As every op test: torch as the oracle (``check_op``),
+float64 finite differences (``fd_check``), error messages.
 """
 
 from __future__ import annotations
@@ -17,17 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _check import assert_close, check_op, fd_check
+from _check import DTYPES, assert_close, check_op, fd_check, random_array
 from cnnlab import Tensor
 from cnnlab import functional as F
-
-DTYPES = (np.float64, np.float32)
-shapes = hnp.array_shapes(min_dims=1, max_dims=4, max_side=5)
-
-
-def _data(shape, seed, dtype=np.float64, scale=1.0):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
-
 
 # ---------------------------------------------------------------------------------------
 # Dropout.
@@ -57,8 +45,8 @@ def test_dropout_is_reproducible_and_identity_when_off():
 
 
 def test_dropout_and_flatten_finite_differences():
-    fd_check(lambda x: F.dropout(x, 0.4, rng=np.random.default_rng(5)), [_data((4, 5), 20)])
-    fd_check(lambda x: F.flatten(x, 1) * np.arange(12.0), [_data((2, 3, 4), 21)])
+    fd_check(lambda x: F.dropout(x, 0.4, rng=np.random.default_rng(5)), [random_array((4, 5), 20)])
+    fd_check(lambda x: F.flatten(x, 1) * np.arange(12.0), [random_array((2, 3, 4), 21)])
 
 
 def test_dropout_errors():
@@ -111,7 +99,7 @@ def test_batch_norm_like_torch(training, affine, dtype, case, momentum):
 
 
 def test_batch_norm_without_running_stats_and_finite_differences():
-    x = _data((3, 2, 4), 10)
+    x = random_array((3, 2, 4), 10)
     check_op(lambda a, w, b: F.batch_norm(a, None, None, w, b, training=True),
              lambda a, w, b: TF.batch_norm(a, None, None, w, b, training=True),
              [x, np.array([0.5, 2.0]), np.array([0.1, -0.3])])
@@ -151,7 +139,7 @@ def test_layer_norm_like_torch(dtype, shape, seed, data):
 
 def test_layer_norm_finite_differences_and_errors():
     fd_check(lambda a, w, b: F.layer_norm(a, 4, w, b),
-             [_data((3, 4), 11), _data((4,), 12), _data((4,), 13)])
+             [random_array((3, 4), 11), random_array((4,), 12), random_array((4,), 13)])
     with pytest.raises(ValueError, match=r"input shape \(2, 3\) must end with normalized_shape"):
         F.layer_norm(np.ones((2, 3)), (2,))
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\), got \(2,\)"):

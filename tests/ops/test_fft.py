@@ -23,9 +23,10 @@ from _check import (
     conv_case,
     conv_transpose_case,
     count_calls,
-    torch_conv,
-    torch_conv_transpose,
-    torch_vjp,
+    reference_conv,
+    reference_conv_transpose,
+    torch_conv_of,
+    torch_conv_transpose_of,
 )
 from cnnlab.ops import dispatch, fft, reference
 from cnnlab.ops.dispatch import ConvRequest
@@ -43,12 +44,7 @@ def test_fft_conv_matches_reference_and_torch(nd, data):
     ours = (lambda x, w, b: dispatch.conv_nd(x, w, b, request),
             lambda g, x, w, b: dispatch.conv_nd_backward(x, w, g, request,
                                                          need_bias=b is not None))
-    expected = (lambda x, w, b: reference.conv_forward(x, w, b, request),
-                lambda g, x, w, b: reference.conv_backward(x, w, g, request,
-                                                           need_bias=b is not None))
-    theirs = torch_vjp(lambda x, w, b: torch_conv(x, w, b, request.stride, request.padding,
-                                                  request.dilation, request.groups,
-                                                  request.padding_mode))
+    expected, theirs = reference_conv(request), torch_conv_of(request)
     with count_calls(dispatch, *FFT_KERNELS) as calls:
         check_vjp(ours, expected, [x, w, b], rng, what=f"reference {request}")
         check_vjp(ours, theirs, [x, w, b], rng, what=f"torch {request}")
@@ -65,13 +61,8 @@ def test_fft_conv_transpose_matches_reference_and_torch(nd, data):
     ours = (lambda x, w, b: dispatch.conv_transpose_nd(x, w, b, request, out_spatial),
             lambda g, x, w, b: dispatch.conv_transpose_nd_backward(
                 x, w, g, request, need_bias=b is not None))
-    expected = (lambda x, w, b: reference.conv_transpose_forward(x, w, b, request,
-                                                                 out_spatial),
-                lambda g, x, w, b: reference.conv_transpose_backward(
-                    x, w, g, request, need_bias=b is not None))
-    theirs = torch_vjp(lambda x, w, b: torch_conv_transpose(
-        x, w, b, request.stride, request.padding, case["output_padding"], request.groups,
-        request.dilation))
+    expected = reference_conv_transpose(request, out_spatial)
+    theirs = torch_conv_transpose_of(case)
     with count_calls(dispatch, *FFT_KERNELS) as calls:
         check_vjp(ours, expected, [x, w, b], rng, what="reference")
         check_vjp(ours, theirs, [x, w, b], rng, what="torch")

@@ -24,26 +24,15 @@ from _check import (
     conv_case,
     conv_transpose_case,
     count_calls,
-    torch_conv,
-    torch_conv_transpose,
-    torch_vjp,
+    reference_conv,
+    reference_conv_transpose,
+    torch_conv_of,
+    torch_conv_transpose_of,
 )
 from cnnlab.ops import dispatch, gemm, reference
 from cnnlab.ops.dispatch import ConvRequest
 
 LAYOUTS = ("image", "batch")
-
-
-def reference_conv(request: ConvRequest):
-    return (lambda x, w, b: reference.conv_forward(x, w, b, request),
-            lambda g, x, w, b: reference.conv_backward(x, w, g, request,
-                                                       need_bias=b is not None))
-
-
-def torch_conv_of(request: ConvRequest):
-    return torch_vjp(lambda x, w, b: torch_conv(x, w, b, request.stride, request.padding,
-                                                request.dilation, request.groups,
-                                                request.padding_mode))
 
 
 def gemm_conv(request: ConvRequest, keep: str | None = None):
@@ -189,13 +178,8 @@ def test_conv_transpose_through_gemm_matches_reference_and_torch(nd, layout, dat
     ours = (lambda x, w, b: dispatch.conv_transpose_nd(x, w, b, request, out_spatial),
             lambda g, x, w, b: dispatch.conv_transpose_nd_backward(
                 x, w, g, request, need_bias=b is not None))
-    expected = (lambda x, w, b: reference.conv_transpose_forward(x, w, b, request,
-                                                                 out_spatial),
-                lambda g, x, w, b: reference.conv_transpose_backward(
-                    x, w, g, request, need_bias=b is not None))
-    theirs = torch_vjp(lambda x, w, b: torch_conv_transpose(
-        x, w, b, request.stride, request.padding, case["output_padding"], request.groups,
-        request.dilation))
+    expected = reference_conv_transpose(request, out_spatial)
+    theirs = torch_conv_transpose_of(case)
     with forced_layout(layout):
         plan = dispatch._transpose_geometry(x.shape, w.shape, request, out_spatial)
         assert plan.batch_inner == (layout == "batch")

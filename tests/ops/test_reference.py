@@ -28,9 +28,13 @@ from _check import (
     conv_case,
     conv_transpose_case,
     finite_difference_grad,
+    reference_conv,
+    reference_conv_transpose,
     tolerance,
     torch_conv,
+    torch_conv_of,
     torch_conv_transpose,
+    torch_conv_transpose_of,
     torch_vjp,
 )
 from cnnlab import Tensor
@@ -44,32 +48,6 @@ NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"
                   "circular": "wrap"}
 NDIMAGE_MODE = {"zeros": "constant", "reflect": "mirror", "replicate": "nearest",
                 "circular": "wrap"}
-
-
-def reference_conv(request: ConvRequest):
-    """The reference convolution as a (forward, backward) pair for ``check_vjp``."""
-    return (lambda x, w, b: reference.conv_forward(x, w, b, request),
-            lambda g, x, w, b: reference.conv_backward(x, w, g, request,
-                                                       need_bias=b is not None))
-
-
-def torch_conv_of(request: ConvRequest):
-    return torch_vjp(lambda x, w, b: torch_conv(x, w, b, request.stride, request.padding,
-                                                request.dilation, request.groups,
-                                                request.padding_mode))
-
-
-def reference_conv_transpose(request: ConvRequest, out_spatial: tuple[int, ...]):
-    return (lambda x, w, b: reference.conv_transpose_forward(x, w, b, request, out_spatial),
-            lambda g, x, w, b: reference.conv_transpose_backward(x, w, g, request,
-                                                                 need_bias=b is not None))
-
-
-def torch_conv_transpose_of(case: dict):
-    request = case["request"]
-    return torch_vjp(lambda x, w, b: torch_conv_transpose(
-        x, w, b, request.stride, request.padding, case["output_padding"], request.groups,
-        request.dilation))
 
 
 # ---------------------------------------------------------------------------------------
