@@ -203,9 +203,10 @@ def check_vjp(ours: ArrayVJP, oracle: ArrayVJP, inputs: Sequence[np.ndarray | No
               rng: np.random.Generator | None = None, atol: float | None = None,
               rtol: float | None = None, what: str = "") -> np.ndarray:
     """:func:`check_op` for array kernels: ``ours`` and ``oracle`` are (forward, backward)
-    pairs; ``backward(upstream, *inputs)`` returns one gradient per input (``None`` where
-    ``ours`` computes none: not compared). Forward values, shape and dtype are compared,
-    then, unless ``ours`` has no backward, every gradient for one random upstream.
+    pairs; ``backward(upstream, *inputs)`` returns one gradient per input, ``None`` only
+    for an input that is ``None`` (a missing bias); any other missing gradient fails.
+    Forward values, shape and dtype are compared, then, unless ``ours`` has no backward,
+    every gradient for one random upstream.
 
     Returns our forward output.
     """
@@ -224,8 +225,9 @@ def check_vjp(ours: ArrayVJP, oracle: ArrayVJP, inputs: Sequence[np.ndarray | No
     grads = ours[1](upstream, *inputs)
     assert len(grads) == len(inputs), f"{what}: {len(grads)} grads for {len(inputs)} inputs"
     for index, (mine, theirs) in enumerate(zip(grads, expected, strict=True)):
-        if mine is None or inputs[index] is None:
+        if inputs[index] is None:
             continue
+        assert mine is not None, f"{what}: no gradient for input {index}"
         assert mine.dtype == dtype, f"{what}: grad {index} dtype {mine.dtype}"
         assert_close(mine, theirs, atol, rtol, f"{what} grad of input {index}")
     return out
@@ -251,7 +253,10 @@ def torch_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     if any(v for pair in pairs for v in pair):
         x = torch.nn.functional.pad(x, torch_pad_list(pairs), mode=TORCH_PAD_MODE[padding_mode])
     conv = getattr(torch.nn.functional, f"conv{nd}d")
-    return conv(x, w, b, stride=tuple(stride), padding=0, dilation=tuple(dilation),
+    def as_torch(value):  # an int, or a per-dimension sequence
+        return tuple(value) if isinstance(value, Sequence) else value
+
+    return conv(x, w, b, stride=as_torch(stride), padding=0, dilation=as_torch(dilation),
                 groups=groups)
 
 

@@ -14,6 +14,8 @@ IMAGE = np.array([
     [3, 3, 2, 1, 0, 0],
     [3, 2, 1, 1, 0, 0],
 ])
+# Symmetric under a flip, so the example reads the same as a convolution and as the
+# correlation a layer computes: it cannot tell the two apart (tests/test_lecture.py does).
 FILTER = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]])
 # Correlation with FILTER, zero padding that keeps the size.
 FEATURE_MAP = np.array([

@@ -169,7 +169,10 @@ def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
         return settings  # nothing to resume yet: a fresh run
     saved = load_checkpoint_metadata(path).get("config", {})
     filled = dict(settings)
-    for name in (*RECIPE_FIELDS, "threads", "checkpoint_every"):
+    # --threads is not carried over: it only says how many shards run at once on this
+    # machine (the weights are the same bits for any value), so a smaller machine resuming
+    # a run keeps its own default.
+    for name in (*RECIPE_FIELDS, "checkpoint_every"):
         if filled.get(name) is None:
             filled[name] = saved_setting(saved, name)
     if settings["epochs"] is None and settings["steps"] is None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.ops._args import all_finite, signal_mode_window
+from cnnlab.ops._args import all_finite, check_choice, signal_mode_window
 from cnnlab.ops.dispatch import convolve_seconds
 from cnnlab.ops.fft import fft_convolve, fft_represents_sums, fft_rounds_exactly, oa_convolve
 from cnnlab.ops.gemm import conv_forward, gemm_plan
@@ -70,17 +70,6 @@ def _as_arrays(in1: Any, in2: Any, fn: str, allow_empty: bool = False
         if array.size == 0 and not allow_empty:
             raise ValueError(f"{fn}: {name} must not be empty, got shape {array.shape}")
     return arrays
-
-
-def _check_choice(value: Any, allowed: Sequence[str], name: str, fn: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(
-            f"{fn}: {name} must be a str, one of {tuple(allowed)}, "
-            f"got {type(value).__name__} {value!r}"
-        )
-    if value not in allowed:
-        raise ValueError(f"{fn}: {name} must be one of {tuple(allowed)}, got {value!r}")
-    return value
 
 
 def _valid_swap(shape1: Sequence[int], shape2: Sequence[int], fn: str,
@@ -241,7 +230,7 @@ def _frequency_domain(in1: Any, in2: Any, mode: str, axes: Any, algorithm, fn: s
     in1, in2 = _as_arrays(in1, in2, fn, allow_empty=True)
     if in1.ndim == 0:
         return in1 * in2
-    _check_choice(mode, MODES, "mode", fn)
+    check_choice(mode, MODES, "mode", fn)
     if in1.size == 0 or in2.size == 0:
         return np.array([])  # SciPy's answer for any empty input, whatever the shapes
     in1, in2, axes_list = _freq_axes(in1, in2, mode, axes, fn)
@@ -360,7 +349,7 @@ def choose_conv_method(in1: Any, in2: Any, mode: str = "full", measure: bool = F
     """
     fn = "choose_conv_method"
     in1, in2 = _as_arrays(in1, in2, fn, allow_empty=not measure)
-    _check_choice(mode, MODES, "mode", fn)
+    check_choice(mode, MODES, "mode", fn)
     if not measure and (in1.ndim == 0 or in1.size == 0 or in2.size == 0):
         return "direct"
     if mode == "valid" and _valid_swap(in1.shape, in2.shape, fn):
@@ -431,8 +420,8 @@ def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> np
     in1, in2 = _as_arrays(in1, in2, fn)
     if in1.ndim == 0:
         return in1 * in2
-    _check_choice(mode, MODES, "mode", fn)
-    _check_choice(method, METHODS, "method", fn)
+    check_choice(mode, MODES, "mode", fn)
+    check_choice(method, METHODS, "method", fn)
     return _convolve(in1, in2, mode, method, fn)
 
 
@@ -463,8 +452,8 @@ def correlate(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> n
     in1, in2 = _as_arrays(in1, in2, fn)
     if in1.ndim == 0:
         return in1 * np.conj(in2) if np.iscomplexobj(in2) else in1 * in2
-    _check_choice(mode, MODES, "mode", fn)
-    _check_choice(method, METHODS, "method", fn)
+    check_choice(mode, MODES, "mode", fn)
+    check_choice(method, METHODS, "method", fn)
     return _convolve(in1, _reverse_conj(in2), mode, method, fn)
 
 
@@ -497,8 +486,8 @@ def _conv2d(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, flip: 
     in1, in2 = _as_arrays(in1, in2, fn, allow_empty=True)
     if in1.ndim != 2:
         raise ValueError(f"{fn}: in1 and in2 must both be 2-D, got ndim {in1.ndim}")
-    _check_choice(mode, MODES, "mode", fn)
-    _check_choice(boundary, tuple(BOUNDARIES), "boundary", fn)
+    check_choice(mode, MODES, "mode", fn)
+    check_choice(boundary, tuple(BOUNDARIES), "boundary", fn)
     dtype = np.result_type(in1, in2)
     fill = _fill_value(fillvalue, dtype, fn)
     swapped = mode == "valid" and _valid_swap(in1.shape, in2.shape, fn)

@@ -18,7 +18,14 @@ import torch.nn.functional as TF
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from _check import assert_close, check_op, draw_padding, finite_difference_grad
+from _check import (
+    assert_close,
+    check_op,
+    draw_padding,
+    finite_difference_grad,
+    torch_conv,
+    torch_conv_transpose,
+)
 from cnnlab import Tensor
 from cnnlab import functional as F
 from cnnlab.ops import gemm as gemm_module
@@ -27,8 +34,6 @@ CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 TORCH_CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
-TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
-                  "circular": "circular"}
 ALGORITHMS = ("gemm", "fft")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # Largest spatial size drawn per rank, so that a 3-D case stays a few hundred voxels.
@@ -61,33 +66,6 @@ def reference_pads(padding, in_spatial, kernel, stride, dilation):
     if all(isinstance(p, int) for p in padding):
         return [(p, p) for p in padding]
     return [tuple(p) for p in padding]
-
-
-def torch_pad_list(pairs):
-    """Per-dim (lo, hi) pairs -> torch.nn.functional.pad's flat list, last dim first."""
-    return [v for lo, hi in reversed(pairs) for v in (lo, hi)]
-
-
-def torch_conv(x, w, b, stride, pairs, dilation, groups, padding_mode):
-    """torch oracle: pad explicitly in ``padding_mode``, then an unpadded convolution."""
-    nd = w.dim() - 2
-    if any(v for pair in pairs for v in pair):
-        x = TF.pad(x, torch_pad_list(pairs), mode=TORCH_PAD_MODE[padding_mode])
-    return TORCH_CONV[nd](x, w, b, stride=stride, padding=0, dilation=dilation, groups=groups)
-
-
-def torch_conv_transpose(x, w, b, stride, pairs, output_padding, groups, dilation):
-    """torch oracle for per-side padding: the unpadded transposed convolution, extended by
-    ``output_padding`` zeros on the high side, cropped by (lo, hi), then the bias."""
-    nd = w.dim() - 2
-    full = TORCH_CONV_T[nd](x, w, None, stride=stride, padding=0, output_padding=0,
-                            groups=groups, dilation=dilation)
-    full = TF.pad(full, torch_pad_list([(0, op) for op in output_padding]))
-    crop = tuple(slice(lo, n - hi) for n, (lo, hi) in zip(full.shape[2:], pairs, strict=True))
-    out = full[(Ellipsis, *crop)]
-    if b is not None:
-        out = out + b.reshape((1, -1) + (1,) * nd)
-    return out
 
 
 def conv_out_size(n, lo, hi, k, s, d):

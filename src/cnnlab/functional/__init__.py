@@ -3,19 +3,23 @@
 Layout is channels-first, ``input: (N, C, *spatial)`` (or unbatched ``(C, *spatial)``), and
 a convolution layer computes cross-correlation, as in ``torch.nn.functional``. A NumPy
 input gives a NumPy output (float32 and float64 preserved); a Tensor input gives a Tensor
-that records the op for autograd. Each public op validates and normalises its arguments
-once (``ops/_args.py``), then binds an ``ops`` kernel and its VJP (``_binding.py``).
+that records the op for autograd. Each public op checks and normalises its arguments once
+(the rules and shape rules are ``ops/_args.py``'s, the dtypes ``_binding.py``'s), then
+binds an ``ops`` kernel and its VJP (``_binding.py``). The numerics are in ``ops/``, but for
+``linear``'s one GEMM (``dense.py``) and dropout's mask (``normalization.py``).
 
-The modules mirror :mod:`cnnlab.nn`: ``conv`` (convolution, transposed convolution, the
-fused convolution + max pooling), ``pooling``, ``padding`` (pad, unfold, fold),
-``activation``, ``loss``, ``normalization`` (batch_norm, layer_norm, dropout) and
-``linear`` (linear, flatten). ``import cnnlab.functional as F`` reaches every name.
+The modules mirror :mod:`cnnlab.nn`: ``convolution`` (convolution and transposed
+convolution; ``nn/conv.py``), ``conv_pool`` (the fused convolution + max pooling),
+``pooling``, ``padding`` (pad, unfold, fold), ``activation``, ``loss``, ``normalization``
+(batch_norm, layer_norm, dropout) and ``dense`` (linear, flatten; ``nn/linear.py``).
+``import cnnlab.functional as F`` reaches every name.
 """
 
 from ._binding import ArrayOrTensor, IntOrTuple
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from .conv_pool import _conv_max_pool as _conv_max_pool  # nn.Sequential's fusion pass
 from .conv_pool import conv_max_pool
+from .convolution import KEEP_GRID_BYTES as KEEP_GRID_BYTES  # a constant of functional.py
 from .convolution import (
     conv,
     conv1d,

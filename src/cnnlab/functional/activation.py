@@ -49,7 +49,7 @@ def leaky_relu(input: ArrayOrTensor, negative_slope: float = 0.01) -> ArrayOrTen
     """
     x = _float_input(input, "leaky_relu")
     out, slope = kernels.leaky_relu(x, negative_slope)
-    return _wrap(out, [input], lambda g: (g * slope,), False)
+    return _wrap(out, [input], lambda g: (kernels.leaky_relu_backward(g, slope),), False)
 
 
 def gelu(input: ArrayOrTensor, approximate: str = "none") -> ArrayOrTensor:

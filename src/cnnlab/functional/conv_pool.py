@@ -1,6 +1,6 @@
 """A stride-1 convolution followed by non-overlapping max pooling, as one op:
 ``conv_max_pool`` (kernel: ``ops/conv_pool.py``). It falls back to the two ops of
-``conv.py`` and ``pooling.py`` where the cost model says the fusion does not pay."""
+``convolution.py`` and ``pooling.py`` where the cost model says the fusion does not pay."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ import numpy as np
 from ..ops._args import (
     PADDING_MODES,
     check_choice,
-    check_groups,
+    check_conv_operands,
+    check_conv_transpose_operands,
     conv_output_shape,
     conv_padding,
     conv_transpose_output_shape,
@@ -47,30 +48,6 @@ from ._binding import (
 KEEP_GRID_BYTES = 16 * 2**20
 
 
-def _conv_checks(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, groups: int,
-                 spatial_dims: int, fn: str) -> None:
-    if w.ndim != spatial_dims + 2:
-        raise ValueError(
-            f"{fn}: weight must be {spatial_dims + 2}-D (C_out, C_in/groups, *kernel), "
-            f"got shape {w.shape}"
-        )
-    check_groups(groups, fn)
-    if w.shape[1] * groups != x.shape[1]:
-        raise ValueError(
-            f"{fn}: weight.shape[1]*groups ({w.shape[1]}*{groups} = {w.shape[1] * groups}) "
-            f"must equal input.shape[1] ({x.shape[1]})"
-        )
-    if w.shape[0] % groups:
-        raise ValueError(
-            f"{fn}: weight.shape[0] (out_channels {w.shape[0]}) must be divisible by "
-            f"groups ({groups})"
-        )
-    if any(k < 1 for k in w.shape[2:]) or w.shape[0] < 1:
-        raise ValueError(f"{fn}: weight sizes must be positive, got shape {w.shape}")
-    if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"{fn}: bias must have shape ({w.shape[0]},), got {b.shape}")
-
-
 def conv(
     input: ArrayOrTensor,
     weight: ArrayOrTensor,
@@ -98,7 +75,8 @@ def conv(
     groups : int
         C_in and C_out split into ``groups`` independent blocks.
     padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-    algorithm : ``'auto'`` (cost model), ``'gemm'`` or ``'fft'``.
+    algorithm : ``'auto'`` (the cost model picks GEMM or FFT), ``'gemm'``, ``'fft'`` or
+        ``'direct'`` (the definition as a direct sum, :mod:`cnnlab.ops.reference`).
 
     Returns
     -------
@@ -107,6 +85,8 @@ def conv(
         (:func:`cnnlab.ops._args.conv_output_shape`)::
 
             y[n, o, p] = bias[o] + sum_{c, k} x_pad[n, g(o)*C_in/groups + c, p*s + k*d] w[o, c, k]
+
+        with ``g(o) = o // (C_out/groups)`` the group of output channel ``o``.
 
     Examples
     --------
@@ -130,7 +110,8 @@ def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: in
         if spatial_dims < 1:
             raise ValueError(f"{fn}: weight must be at least 3-D, got shape {w_arr.shape}")
     x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
-    _conv_checks(x_arr, w_arr, b_arr, groups, spatial_dims, fn)
+    check_conv_operands(x_arr.shape, w_arr.shape, None if b_arr is None else b_arr.shape,
+                        groups, fn)
     return x_arr, w_arr, b_arr, spatial_dims, unbatched
 
 
@@ -259,19 +240,8 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
     arrays = _float_arrays(fn, ("input", "weight"), input=x, weight=weight, bias=bias)
     x_arr, w_arr, b_arr = arrays["input"], arrays["weight"], arrays.get("bias")
     x_arr, unbatched = _batched(x_arr, spatial_dims, fn)
-    if w_arr.ndim != spatial_dims + 2:
-        raise ValueError(f"{fn}: weight must be {spatial_dims + 2}-D "
-                         f"(C_in, C_out/groups, *kernel), got shape {w_arr.shape}")
-    check_groups(groups, fn)
-    if w_arr.shape[0] != x_arr.shape[1]:
-        raise ValueError(f"{fn}: weight.shape[0] ({w_arr.shape[0]}) must equal "
-                         f"input.shape[1] ({x_arr.shape[1]})")
-    if x_arr.shape[1] % groups:
-        raise ValueError(f"{fn}: input channels ({x_arr.shape[1]}) must be divisible by "
-                         f"groups ({groups})")
-    c_out = w_arr.shape[1] * groups
-    if b_arr is not None and b_arr.shape != (c_out,):
-        raise ValueError(f"{fn}: bias must have shape ({c_out},), got {b_arr.shape}")
+    check_conv_transpose_operands(x_arr.shape, w_arr.shape,
+                                  None if b_arr is None else b_arr.shape, groups, fn)
     check_choice(algorithm, ALGORITHMS, "algorithm", fn)
     kernel = w_arr.shape[2:]
     stride_t = to_tuple(stride, spatial_dims, "stride", fn)
@@ -349,7 +319,7 @@ def conv_transpose2d(input: ArrayOrTensor, weight: ArrayOrTensor,
         :func:`conv2d` maps to the same output size.
     groups : int
         C_in and C_out split into ``groups`` independent blocks.
-    algorithm : ``'auto'`` (cost model), ``'gemm'`` or ``'fft'``.
+    algorithm : ``'auto'``, ``'gemm'``, ``'fft'`` or ``'direct'``, as :func:`conv`.
 
     Returns
     -------

@@ -144,12 +144,12 @@ def layer_norm(
     Parameters
     ----------
     input : (*, *normalized_shape)
-    normalized_shape : int or tuple, the trailing shape of ``x`` to normalise over.
+    normalized_shape : int or tuple, the trailing shape of ``input`` to normalise over.
     weight, bias : normalized_shape, or None
 
     Returns
     -------
-    Same shape as ``x``: ``(x - mean) / sqrt(var + eps) * weight + bias`` with the mean and
+    Same shape as ``input``: ``(x - mean) / sqrt(var + eps) * weight + bias`` with the mean and
     biased variance of each trailing block. The VJP is the fused closed form, as in
     :func:`batch_norm` with the roles of the axes exchanged.
 

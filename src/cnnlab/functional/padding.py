@@ -90,11 +90,13 @@ def pad(input: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value:
 
     if pad_first:
         padded = pad_forward(x_arr, grow, mode, value)
-        kept = crop(padded.shape[padded.ndim - dims:])
+        padded_shape = padded.shape  # the VJP needs its shape only, not the array
+        kept = crop(padded_shape[padded.ndim - dims:])
         out = np.array(padded[(Ellipsis, *kept)], copy=True)
+        del padded
 
         def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-            g_padded = np.zeros(padded.shape, g.dtype)
+            g_padded = np.zeros(padded_shape, g.dtype)
             g_padded[(Ellipsis, *kept)] = g
             return (pad_backward(g_padded, grow, kernel_mode),)
     else:

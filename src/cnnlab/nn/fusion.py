@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import functional as F
-from ..ops._args import _is_int
+from ..ops._args import _is_int, is_default_stride
 from .conv import Conv1d, Conv2d, Conv3d
 from .module import Module
 from .pooling import MaxPool1d, MaxPool2d, MaxPool3d
@@ -106,7 +106,8 @@ def fused_pool_size(conv: Module, pool: Module) -> tuple[int, ...] | None:
             or has_hooks(conv) or has_hooks(pool)):
         return None
     n = conv.spatial_dims
-    kernel, stride = _int_tuple(pool.kernel_size, n), _int_tuple(pool.stride, n)
+    kernel = _int_tuple(pool.kernel_size, n)
+    stride = kernel if is_default_stride(pool.stride) else _int_tuple(pool.stride, n)
     plain_conv = (conv.stride == (1,) * n and conv.dilation == (1,) * n
                   and conv.padding_mode == "zeros")
     plain_pool = (kernel is not None and kernel == stride and min(kernel) >= 1

@@ -165,6 +165,54 @@ def signal_mode_window(shape1: Sequence[int], shape2: Sequence[int], mode: str
     return full, starts, kept
 
 
+def check_conv_operands(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                        b_shape: tuple[int, ...] | None, groups: Any, fn: str) -> None:
+    """A convolution's operands fit together: input (N, C_in, *spatial), weight
+    (C_out, C_in/groups, *kernel) of the same rank, bias (C_out,); groups divide both.
+
+    >>> check_conv_operands((1, 4, 6, 6), (6, 3, 3, 3), None, 2, "conv2d")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv2d: weight.shape[1]*groups (3*2 = 6) must equal input.shape[1] (4)
+    """
+    spatial_dims = len(x_shape) - 2
+    if len(w_shape) != spatial_dims + 2:
+        raise ValueError(f"{fn}: weight must be {spatial_dims + 2}-D (C_out, C_in/groups, "
+                         f"*kernel), got shape {w_shape}")
+    check_groups(groups, fn)
+    if w_shape[1] * groups != x_shape[1]:
+        raise ValueError(f"{fn}: weight.shape[1]*groups ({w_shape[1]}*{groups} = "
+                         f"{w_shape[1] * groups}) must equal input.shape[1] ({x_shape[1]})")
+    if w_shape[0] % groups:
+        raise ValueError(f"{fn}: weight.shape[0] (out_channels {w_shape[0]}) must be "
+                         f"divisible by groups ({groups})")
+    if any(k < 1 for k in w_shape[2:]) or w_shape[0] < 1:
+        raise ValueError(f"{fn}: weight sizes must be positive, got shape {w_shape}")
+    if b_shape is not None and b_shape != (w_shape[0],):
+        raise ValueError(f"{fn}: bias must have shape ({w_shape[0]},), got {b_shape}")
+
+
+def check_conv_transpose_operands(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                  b_shape: tuple[int, ...] | None, groups: Any,
+                                  fn: str) -> None:
+    """A transposed convolution's operands fit together: input (N, C_in, *spatial), weight
+    (C_in, C_out/groups, *kernel) of the same rank, bias (C_out,); groups divide C_in."""
+    spatial_dims = len(x_shape) - 2
+    if len(w_shape) != spatial_dims + 2:
+        raise ValueError(f"{fn}: weight must be {spatial_dims + 2}-D "
+                         f"(C_in, C_out/groups, *kernel), got shape {w_shape}")
+    check_groups(groups, fn)
+    if w_shape[0] != x_shape[1]:
+        raise ValueError(f"{fn}: weight.shape[0] ({w_shape[0]}) must equal "
+                         f"input.shape[1] ({x_shape[1]})")
+    if x_shape[1] % groups:
+        raise ValueError(f"{fn}: input channels ({x_shape[1]}) must be divisible by "
+                         f"groups ({groups})")
+    c_out = w_shape[1] * groups
+    if b_shape is not None and b_shape != (c_out,):
+        raise ValueError(f"{fn}: bias must have shape ({c_out},), got {b_shape}")
+
+
 def conv_transpose_output_shape(
     in_spatial: Sequence[int],
     kernel: Sequence[int],
@@ -260,6 +308,20 @@ def prod(values: Sequence[int]) -> int:
 
 # ---------------------------------------------------------------------------------------
 # Option checks and the pooling, window and unpooling arguments of the functional layer.
+
+
+@dataclass(frozen=True)
+class ConvRequest:
+    """Canonical settings of one convolution (``padding``: per-dimension (lo, hi)): what a
+    caller asked for, once normalised; the GEMM kernel's own plan is ``gemm.GemmPlan``."""
+
+    stride: tuple[int, ...]
+    padding: PadPairs
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str = "zeros"
+    algorithm: str = "auto"  # "auto", "direct", "gemm" or "fft" (dispatch.ALGORITHMS)
+    layout: str = "auto"  # GEMM column order: "auto", "image" or "batch" (gemm_plan)
 
 
 @dataclass(frozen=True)

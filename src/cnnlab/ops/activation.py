@@ -51,6 +51,11 @@ def leaky_relu(x: np.ndarray, negative_slope: float) -> tuple[np.ndarray, np.nda
     return x * slope, slope
 
 
+def leaky_relu_backward(g: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """VJP of :func:`leaky_relu` from the slope it returned: ``g * slope``."""
+    return g * slope
+
+
 def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
     """Gaussian error linear unit ``x * Phi(x)`` (Hendrycks & Gimpel 2016); ``'tanh'`` uses
     ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.

@@ -29,13 +29,12 @@ pooling: one strided convolution (``conv_pool.py``) or the two ops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from . import reference
-from ._args import PadPairs, all_finite, prod, signal_mode_window
+from ._args import ConvRequest, all_finite, prod, signal_mode_window
 from .fft import (
     fft_conv_backward,
     fft_conv_forward,
@@ -186,18 +185,6 @@ def choose_conv_method(geo: GemmPlan, itemsize: int = 4) -> str:
         return "gemm"
     return "fft" if fft_seconds(geo, itemsize) < gemm_seconds(geo, itemsize) else "gemm"
 
-@dataclass(frozen=True)
-class ConvRequest:
-    """Canonical settings of one convolution (``padding``: per-dimension (lo, hi))."""
-
-    stride: tuple[int, ...]
-    padding: PadPairs
-    dilation: tuple[int, ...]
-    groups: int
-    padding_mode: str = "zeros"
-    algorithm: str = "auto"
-    layout: str = "auto"  # GEMM column order: "auto", "image" or "batch" (gemm_plan)
-
 
 def bias_grad(gy: np.ndarray) -> np.ndarray:
     """VJP of adding ``bias[c]`` over (N, C, *spatial): sum over batch and space.
@@ -216,7 +203,7 @@ def _prepare(x: np.ndarray, w_shape: tuple[int, ...], spec: ConvRequest
     else:
         padding = spec.padding
     geo = gemm_plan(x.shape, w_shape, spec.stride, padding, spec.dilation, spec.groups,
-                        spec.layout)
+                    spec.layout)
     return x, geo
 
 
@@ -289,7 +276,7 @@ def _transpose_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], spec
     """
     conv_x_shape = (x_shape[0], w_shape[1] * spec.groups, *out_spatial)
     return gemm_plan(conv_x_shape, w_shape, spec.stride, spec.padding, spec.dilation,
-                         spec.groups)
+                     spec.groups, spec.layout)
 
 
 def conv_transpose_nd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvRequest,
@@ -325,7 +312,7 @@ def conv_transpose_nd_backward(
     out_spatial = gy.shape[2:]
     geo = _transpose_geometry(x.shape, w.shape, spec, out_spatial)
     conv_spec = ConvRequest(spec.stride, spec.padding, spec.dilation, spec.groups, "zeros",
-                         spec.algorithm)
+                            spec.algorithm, spec.layout)
     gx = gw = None
     if need_input or need_weight:
         if _method(geo, spec, x, w, gy) == "fft":

@@ -52,7 +52,9 @@ from ._args import prod
 # threads costs more than they save. rfftn + irfftn, 1 vs 2 workers on the 2-core machine:
 # 1.16x-1.64x slower with 2 below 1.4e5 numbers (a 286^2 image, 4 x 8 lines of 4350), even
 # at 1.6e5-5.7e5, 0.6x-0.8x from 1.0e6 (16 x 286^2, 8 x 16 x 94^2, 16 x 32 x 4350).
-WORKERS = os.cpu_count() or 1
+# The cores this process may run on (its affinity mask: taskset, a shard worker), not all.
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    os.cpu_count() or 1)
 PARALLEL_FFT_SIZE = 2**18
 
 

@@ -1,4 +1,7 @@
-"""N-D cross-correlation by GEMM, with its two VJPs, on zero-padded NumPy arrays.
+"""The fast convolution kernel: N-D cross-correlation by GEMM (im2col), with its two VJPs.
+
+The reader's version of the same sums is ``reference.py``; ``dispatch.py`` decides when
+this kernel runs (most convolutions) and when ``fft.py`` does (large kernels).
 
 The layer computes (PyTorch's convention, the lecture's sum with the filter un-flipped)::
 
@@ -8,8 +11,9 @@ Algorithm ("channel-major phase grid, exact columns"): the zero-padded input is 
 as ``grid[phase, c, n, *g]``, where a stride-``s`` axis of padded length ``P`` is split into
 ``s`` phases of length ``G = ceil(P / s)`` (stride = stride 1 on each phase, the lecture's
 "stride 1 followed by downsampling" read backwards). Kernel tap ``k`` then reads phase
-``(k*d) % s`` shifted by ``(k*d) // s`` along each axis, so the im2col matrix of a chunk is
-``K`` strided slice copies, and the layer is one wide GEMM per chunk::
+``(k*d) % s`` shifted by ``(k*d) // s`` along each axis. The taps that read one phase
+form a regular grid (:class:`TapGroup`), so the im2col matrix of a chunk is one strided
+copy per stride phase (one in all at stride 1), and the layer is one wide GEMM per chunk::
 
     out[:, chunk] = W (C_out, K*C_in) @ cols (K*C_in, chunk)
 
@@ -28,7 +32,7 @@ added back through the same slices (col2im), which is also the transposed convol
 Why this module is longer than 600 lines: the plan (:class:`GemmPlan`), the column chunks
 (:class:`_Chunk`) and the two passes over them (:func:`conv_forward`, :func:`conv_backward`)
 share every private helper here; split apart, reading the forward or its VJP would take a
-second file open. The reader's version of the same sums is ``reference.py``.
+second file open.
 """
 
 from __future__ import annotations

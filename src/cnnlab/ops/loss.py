@@ -77,7 +77,8 @@ def target_weights(target: np.ndarray, valid: np.ndarray | None,
 class CrossEntropySaved(NamedTuple):
     """What :func:`cross_entropy_backward` needs from the forward."""
 
-    softmax: np.ndarray  # (N, C, *d)
+    exp: np.ndarray  # exp(x - max(x)) (N, C, *d)
+    sum_exp: np.ndarray  # its sum over the classes (N, 1, *d)
     target: np.ndarray
     valid: np.ndarray | None
     class_weight: np.ndarray | None
@@ -117,8 +118,7 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray, valid: np.ndarray | No
             smooth *= valid
         loss = (1 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
     denominator = float(loss.size if weights is None else weights.sum())
-    exp /= sum_exp  # the softmax, which the VJP starts from
-    saved = CrossEntropySaved(exp, target, valid, class_weight, weights, label_smoothing,
+    saved = CrossEntropySaved(exp, sum_exp, target, valid, class_weight, weights, label_smoothing,
                               reduction, denominator)
     return reduce(loss, reduction, denominator), saved
 
@@ -126,25 +126,25 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray, valid: np.ndarray | No
 def cross_entropy_backward(g: np.ndarray, saved: CrossEntropySaved) -> np.ndarray:
     """VJP of :func:`cross_entropy` w.r.t. the logits: ``softmax(x) * sum_c q_c - q``
     (``softmax - onehot`` without weights or smoothing), times the upstream gradient."""
-    softmax, target, valid = saved.softmax, saved.target, saved.valid
+    target, valid = saved.target, saved.valid
     class_weight, weights, smoothing = saved.class_weight, saved.weights, saved.label_smoothing
     scale = reduction_scale(g, saved.reduction, saved.denominator)
-    grad = softmax.copy()
+    grad = saved.exp / saved.sum_exp  # the softmax, a new array
     if weights is None and smoothing == 0:
         add_at_target(grad, target, -1)
     else:
         # grad = softmax * sum_c q_c - q, with q = hot * onehot + smooth (per class).
         hot = ((1 - smoothing) * weights if weights is not None
-               else np.full(target.shape, 1 - smoothing, softmax.dtype))
+               else np.full(target.shape, 1 - smoothing, grad.dtype))
         smooth_total = smoothing * (1.0 if class_weight is None else float(class_weight.mean()))
         if valid is not None:
-            mask = valid.astype(softmax.dtype)
+            mask = valid.astype(grad.dtype)
         total = hot + (smooth_total if valid is None else smooth_total * mask)
         grad *= np.expand_dims(total, 1)
         if smoothing > 0:
             class_w = 1 if class_weight is None else class_weight.reshape(
-                (1, -1) + (1,) * (softmax.ndim - 2))
-            smooth = (smoothing / softmax.shape[1]) * class_w
+                (1, -1) + (1,) * (grad.ndim - 2))
+            smooth = (smoothing / grad.shape[1]) * class_w
             grad -= smooth if valid is None else smooth * np.expand_dims(mask, 1)
         add_at_target(grad, target, -hot)
     grad *= np.expand_dims(scale, 1) if saved.reduction == "none" else scale

@@ -1,9 +1,11 @@
-"""Padding and its adjoint, for every boundary condition the lecture discusses.
+"""Padding and its adjoint: the lecture's boundary conditions and PyTorch's other two.
 
-``zeros`` enlarges the domain with zeros (or a constant); ``circular`` makes it periodic,
-the discrete counterpart of convolution on [-pi, pi]; ``reflect`` mirrors without repeating
-the edge; ``replicate`` repeats the edge. Each mode is an index map from padded positions
-to input positions, so the backward pass (the adjoint) sums gradients through the same map.
+``zeros`` enlarges the domain with zeros (or a constant): the lecture's "no padding",
+"full padding" and arbitrary padding; ``circular`` makes it periodic, the discrete
+counterpart of the lecture's convolution on [-pi, pi]; ``reflect`` (mirror without
+repeating the edge) and ``replicate`` (repeat the edge) are PyTorch's further modes. Each
+mode is an index map from padded positions to input positions, so the backward pass (the
+adjoint) sums gradients through the same map.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from math import comb
 import numpy as np
 
 from ._args import PoolRequest, all_finite, prod
+from ._args import PoolRequest as PoolSpec  # noqa: F401 - its name before issue 12
 from .pad import pad_backward, pad_forward
 from .windows import window_adjoint, window_padding, window_view
 

@@ -1,37 +1,33 @@
-"""The lecture's sums, read straight off their definitions: the first oracle of every fast path.
+"""The layers' sums, read straight off their definitions: the first oracle of every fast path.
 
 Each function is one sliding-window view (:func:`cnnlab.ops.windows.window_view`) of the
 padded input, ``(N, C, *out, *kernel)``, followed by an einsum with the weight or a
 reduction over the kernel axes; each VJP sends its gradient back through the adjoints of
 the same two steps (:func:`~cnnlab.ops.windows.window_adjoint`, then
-:func:`~cnnlab.ops.pad.pad_backward`). The convolution is the lecture's sum (PyTorch's
-convention: cross-correlation, the filter un-flipped)::
+:func:`~cnnlab.ops.pad.pad_backward`). A convolution layer computes the lecture's discrete
+sum in the form CNNs (and PyTorch) use, cross-correlation, the filter not flipped::
 
     y[n, o, p] = bias[o] + sum_{c, k} x_pad[n, c, p*s + k*d] * w[o, c, k]
 
-with ``c`` over the ``C_in/groups`` channels of ``o``'s group. Nothing here is fast (no
+with ``c`` over the ``C_in/groups`` channels of ``o``'s group. The lecture's convolution
+``(f * g)[p] = sum_k f[k] g[p - k]`` is the same sum with the filter flipped: a layer with
+weight ``w[..., ::-1]`` (and ``'full'`` padding for the full result). Nothing here is fast (no
 chunks, no phase grid, no transforms) and nothing is shared with ``gemm.py`` or ``fft.py``
 beyond the padding and the window view, so a bug in a fast path cannot hide in both.
 ``algorithm="direct"`` in :mod:`cnnlab.functional` runs the convolutions through here
 (:mod:`cnnlab.ops.dispatch`).
 
-Arguments are canonical (``_args.py``): :class:`~cnnlab.ops.dispatch.ConvRequest` and
-:class:`~cnnlab.ops.pool.PoolRequest`, arrays with a batch axis ``(N, C, *spatial)``.
+Arguments are canonical (``_args.py``): :class:`~cnnlab.ops._args.ConvRequest` and
+:class:`~cnnlab.ops._args.PoolRequest`, arrays with a batch axis ``(N, C, *spatial)``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ._args import conv_output_shape, prod
+from ._args import ConvRequest, PoolRequest, conv_output_shape, prod
 from .pad import pad_backward, pad_forward
 from .windows import window_adjoint, window_padding, window_view
-
-if TYPE_CHECKING:  # types only: the reference imports no kernel of the fast paths
-    from .dispatch import ConvRequest
-    from .pool import PoolRequest
 
 # Einsum letters, one per spatial axis: output positions p, q, ..., kernel taps k, l, ...
 # (n: batch, g: group, c: input channel, o: output channel).
@@ -352,13 +348,13 @@ def avg_pool_backward(gy: np.ndarray, in_spatial: tuple[int, ...], request: Pool
 
 
 def lp_pool(x: np.ndarray, norm_type: float, request: PoolRequest) -> np.ndarray:
-    """``y = (sum_k x[p*s + k]^p)^(1/p)``, as PyTorch computes it::
+    """``y[i] = (sum_k x[i*s + k]^q)^(1/q)`` for ``q = norm_type``, as PyTorch computes it::
 
-        y = (mean_{k inside} x^p * prod(kernel)) ** (1/p)
+        y = (mean_{k inside} x^q * prod(kernel)) ** (1/q)
 
     so a ceil-mode window that overhangs the input is rescaled to the full kernel, and a
-    negative sum gives NaN for fractional ``1/p`` (:func:`cnnlab.ops.pool.lp_pool_nd`).
-    ``p = inf``: ``max |x|``; ``p = -inf``: ``min |x|``. No padding. x: (N, C, *spatial)
+    negative sum gives NaN for fractional ``1/q`` (:func:`cnnlab.ops.pool.lp_pool_nd`).
+    ``q = inf``: ``max |x|``; ``q = -inf``: ``min |x|``. No padding. x: (N, C, *spatial)
     -> (N, C, *out_spatial).
 
     >>> from cnnlab.ops.pool import PoolRequest
@@ -379,7 +375,8 @@ def lp_pool(x: np.ndarray, norm_type: float, request: PoolRequest) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------
-# Adaptive pooling: output i of n inputs reads [floor(i*n/out), ceil((i+1)*n/out)).
+# Adaptive pooling: output i of an axis of L inputs and M outputs reads
+# [floor(i*L/M), ceil((i+1)*L/M)).
 
 
 def _adaptive(x: np.ndarray, out_spatial: tuple[int, ...], reduce: str) -> np.ndarray:
@@ -387,14 +384,15 @@ def _adaptive(x: np.ndarray, out_spatial: tuple[int, ...], reduce: str) -> np.nd
     spatial_axes = tuple(range(2, x.ndim))
     out = np.empty(x.shape[:2] + tuple(out_spatial), dtype=x.dtype)
     for position in np.ndindex(*out_spatial):
-        window = tuple(slice(i * n // o, -(-(i + 1) * n // o))
-                       for i, n, o in zip(position, x.shape[2:], out_spatial))
+        window = tuple(slice(i * length // outputs, -(-(i + 1) * length // outputs))
+                       for i, length, outputs in zip(position, x.shape[2:], out_spatial))
         out[(Ellipsis, *position)] = getattr(x[(Ellipsis, *window)], reduce)(axis=spatial_axes)
     return out
 
 
 def adaptive_avg_pool(x: np.ndarray, out_spatial: tuple[int, ...]) -> np.ndarray:
-    """``y[n, c, i] = mean x[n, c, floor(i*n/o) : ceil((i+1)*n/o)]`` per spatial axis.
+    """``y[n, c, i] = mean x[n, c, floor(i*L/M) : ceil((i+1)*L/M)]`` per spatial axis of
+    ``L`` inputs and ``M`` outputs.
 
     x: (N, C, *spatial) -> (N, C, *out_spatial).
 
@@ -405,7 +403,7 @@ def adaptive_avg_pool(x: np.ndarray, out_spatial: tuple[int, ...]) -> np.ndarray
 
 
 def adaptive_max_pool(x: np.ndarray, out_spatial: tuple[int, ...]) -> np.ndarray:
-    """``y[n, c, i] = max x[n, c, floor(i*n/o) : ceil((i+1)*n/o)]`` (NaN propagates).
+    """``y[n, c, i] = max x[n, c, floor(i*L/M) : ceil((i+1)*L/M)]`` (NaN propagates).
 
     x: (N, C, *spatial) -> (N, C, *out_spatial).
 

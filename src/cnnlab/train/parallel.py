@@ -26,24 +26,23 @@ batch statistics, Dropout's one generator, ``batch_independent = False``). The w
 with ``w`` workers each runs a contiguous block of about ``shards / w`` of them, and a power
 of two of shards splits evenly over 1, 2, 4 or 8 workers.
 
-Same bits on every machine. For a loss that is a mean over the batch,
-``grad = sum_s (n_s / n) grad(loss_s)``; each shard's term is computed by the same code
-with one BLAS thread wherever it runs, and the trainer adds the terms in shard order
-(:func:`sum_shards`), so the weights do not depend on the worker count, on processes versus
-threads, or on the order in which shards finish. BLAS is held at one thread for every
-training step, sharded or not (:func:`single_threaded_blas`), because OpenBLAS's thread
-count changes rounding: it splits long reductions over its threads. With 1 versus 2
-threads (OpenBLAS 0.3.31, threadpoolctl), 404 of 1,746 float32/float64 products
+Same bits on any number of cores (of one CPU architecture and BLAS build). For a loss that
+is a mean over the batch, ``grad = sum_s (n_s / n) grad(loss_s)``; each shard's term is
+computed by the same code with one BLAS thread wherever it runs, and the trainer adds the
+terms in shard order (:func:`sum_shards`), so the weights do not depend on the worker
+count, on processes versus threads, or on the order in which shards finish. BLAS is held at
+one thread for every training step, sharded or not (:func:`single_threaded_blas`), because
+OpenBLAS's thread count changes rounding: it splits long reductions over its threads. With
+1 versus 2 threads (OpenBLAS 0.3.31, threadpoolctl), 404 of 1,746 float32/float64 products
 ``a @ b``, ``a.T @ b``, ``a @ b.T`` (M in 25, 128, 1000; K from 1 to 100,000; N from 1 to
 6,272) differed in their last bits: 351 of the 516 with K >= 784, which is where the
-convolution's weight gradient lies (K = batch x output positions), and 53 of the 1,230
-with smaller K. MNIST-1D's CNN, never sharded, reached other weights within 300 steps.
-One thread is also faster there: 1.5 ms per MNIST-1D step against 1.7 ms with two BLAS
-threads (minimum of 5 alternating runs of 600 steps), whose workers spin on the core the
-step needs. Holding BLAS needs threadpoolctl (in the ``train`` extra); without it BLAS runs
-as the environment sets it (``OPENBLAS_NUM_THREADS=1`` does the same), the shards run one
-after another by default, and the last bits may follow the machine's BLAS threads.
-"""
+convolution's weight gradient lies (K = batch x output positions), and 53 of the 1,230 with
+smaller K. MNIST-1D's CNN, never sharded, reached other weights within 300 steps. One
+thread is also faster there: 1.5 ms per MNIST-1D step against 1.7 ms with two BLAS threads
+(minimum of 5 alternating runs of 600 steps), whose workers spin on the core the step
+needs. Holding BLAS needs threadpoolctl (in the ``train`` extra); without it BLAS runs as
+the environment sets it (``OPENBLAS_NUM_THREADS=1`` does the same), the shards run one
+after another by default, and the last bits may follow the machine's BLAS threads. """
 
 from __future__ import annotations
 

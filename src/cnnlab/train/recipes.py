@@ -26,7 +26,8 @@ class TrainConfig:
     ``threads``: how many of a batch's shards are differentiated at once, by the trainer's
     process and its workers (0: one per available core). The shards themselves follow the
     batch and the model (:func:`cnnlab.train.parallel.shard_count`), so the final weights
-    are the same bits for every value, on every machine.
+    are the same bits for every value and any number of cores (the same CPU architecture
+    and BLAS build: a different BLAS kernel may round differently).
     ``shuffle``: draw each epoch's batches from a seeded permutation (True) or take the
     training set in its stored order, the same batches every epoch (False).
     """
