@@ -5,6 +5,10 @@ and one closure that maps the output's gradient to the parents' gradients (micro
 shape, HIPS/autograd's VJPs). :meth:`Tensor.backward` sorts the graph topologically and runs
 the closures in reverse, accumulating (``+=``) into each parent's ``.grad``. Broadcasting is
 undone in one place, :func:`unbroadcast`.
+
+``relu``, ``tanh``, ``sigmoid`` and ``flatten`` (and the Tensor methods of those names) are
+the functional layer's ops, one implementation each: :mod:`cnnlab.functional` imports this
+module, so they import it at call time, the one place this module looks upward.
 """
 
 from __future__ import annotations

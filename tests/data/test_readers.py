@@ -320,7 +320,7 @@ def test_load_cifar100_downloads_and_extracts_only_known_members(tmp_path, serve
     assert sorted(p.name for p in (root / readers.CIFAR100_DIR).iterdir()) == ["test", "train"]
     load_cifar100(root, download=True, progress=False)  # extracted files reused
     assert server.count("cifar-100-python.tar.gz") == 1
-    with pytest.raises(ValueError, match="label_mode must be 'fine' or 'coarse'"):
+    with pytest.raises(ValueError, match=r"label_mode must be one of \('fine', 'coarse'\)"):
         load_cifar100(root, label_mode="medium")
 
 

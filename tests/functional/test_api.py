@@ -42,7 +42,7 @@ def _torch_parameters(name: str) -> list[str] | None:
 TORCH_COMPARED = [name for name in PUBLIC if _torch_parameters(name) is not None]
 
 
-def test_public_names_are_functions_and_pending_names_are_the_leads():
+def test_public_names_are_functions():
     for name in PUBLIC:
         assert inspect.isfunction(getattr(F, name)), name
     for name in NOT_FUNCTIONS:

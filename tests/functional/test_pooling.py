@@ -24,8 +24,7 @@ RNG = np.random.default_rng(7)
 def test_an_empty_or_missing_stride_is_the_kernel_size(ours, theirs, extra, stride):
     dims = int(ours.__name__[-2])
     x = RNG.standard_normal((2, 3, *(7,) * dims))
-    torch_stride = stride if stride is not None else None
-    expected = theirs(torch.tensor(x), 2, torch_stride, **extra).numpy()
+    expected = theirs(torch.tensor(x), 2, stride, **extra).numpy()
     out = ours(x, 2, stride, **extra)
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     assert out.shape == ours(x, 2, 2).shape == (2, 3, *(3,) * dims)

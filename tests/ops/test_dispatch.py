@@ -33,9 +33,6 @@ def layer(batch, c_in, spatial, c_out, kernel, padding):
 def test_layer_choices_far_from_the_crossover(geo, expected, itemsize):
     dispatch.choose_conv_method.cache_clear()
     assert dispatch.choose_conv_method(geo, itemsize) == expected
-    faster = "fft" if dispatch.fft_seconds(geo, itemsize) < dispatch.gemm_seconds(
-        geo, itemsize) else "gemm"
-    assert faster == expected
 
 
 def test_float64_runs_flops_at_half_the_rate():

@@ -162,7 +162,7 @@ def test_one_cycle_past_total_steps() -> None:
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 9, "pct_start": 1.5}, ValueError,
      r"pct_start must be in \[0, 1\], got 1.5"),
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 9, "anneal_strategy": "exp"}, ValueError,
-     r"anneal_strategy must be 'cos' or 'linear', got 'exp'"),
+     r"anneal_strategy must be one of \('cos', 'linear'\), got 'exp'"),
     ("OneCycleLR", {"max_lr": [1.0, 2.0], "total_steps": 9}, ValueError,
      r"max_lr must have one value per param group \(1\), got 2"),
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 10, "pct_start": 0.1}, ValueError,

@@ -489,10 +489,7 @@ def load_cifar100(
     train, test : ArrayDataset
         ``x: (50000, 3, 32, 32)`` and ``(10000, 3, 32, 32)`` float32 in [0, 1]; ``y`` int64.
     """
-    if label_mode not in ("fine", "coarse"):
-        raise ValueError(
-            f"load_cifar100: label_mode must be 'fine' or 'coarse', got {label_mode!r}"
-        )
+    check_choice(label_mode, ("fine", "coarse"), "label_mode", "load_cifar100")
     root = Path(root)
     paths = _cifar_files(root, CIFAR100_DIR, ("train", "test"), CIFAR100_URL, CIFAR100_SHA256,
                          download, progress, "load_cifar100")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops._args import check_choice
 from .optimizer import Optimizer, check_bool, check_real
 
 __all__ = ["CosineAnnealingLR", "LRScheduler", "OneCycleLR", "StepLR"]
@@ -312,10 +313,7 @@ class OneCycleLR(LRScheduler):
         pct_start = check_real(pct_start, "pct_start", where)
         if not 0.0 <= pct_start <= 1.0:
             raise ValueError(f"{where}: pct_start must be in [0, 1], got {pct_start}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(
-                f"{where}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
-            )
+        check_choice(anneal_strategy, ("cos", "linear"), "anneal_strategy", where)
         self.anneal_strategy = anneal_strategy
         self.three_phase = check_bool(three_phase, "three_phase", where)
         self.cycle_momentum = check_bool(cycle_momentum, "cycle_momentum", where)
