@@ -65,8 +65,13 @@ def fft_shape(lengths: tuple[int, ...], real: bool = True) -> tuple[int, ...]:
     return tuple(sfft.next_fast_len(n, real=real) for n in lengths)
 
 
-def _workers(a: np.ndarray) -> int:
-    return WORKERS if a.size >= PARALLEL_FFT_SIZE else 1
+def _workers(a: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
+    """Threads for transforming ``a`` to ``shape`` along ``axes``, by the size of the
+    transform (its lines times their padded length), not of ``a``: a small kernel padded to
+    a large spectrum is a large transform."""
+    kept = {axis % a.ndim for axis in axes}
+    lines = prod(tuple(n for axis, n in enumerate(a.shape) if axis not in kept))
+    return WORKERS if lines * prod(shape) >= PARALLEL_FFT_SIZE else 1
 
 
 def spectrum(a: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...], real: bool = True
@@ -75,14 +80,14 @@ def spectrum(a: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...], real:
     (``rfftn``, last of ``axes`` of length ``shape[-1] // 2 + 1``) for real input, the full
     spectrum (``fftn``) for complex input."""
     transform = sfft.rfftn if real else sfft.fftn
-    return transform(a, s=shape, axes=axes, workers=_workers(a))
+    return transform(a, s=shape, axes=axes, workers=_workers(a, shape, axes))
 
 
 def inverse_spectrum(spec: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...],
                      real: bool = True) -> np.ndarray:
     """Inverse of :func:`spectrum`: lengths ``shape`` along ``axes``, real if ``real``."""
     transform = sfft.irfftn if real else sfft.ifftn
-    return transform(spec, s=shape, axes=axes, workers=_workers(spec))
+    return transform(spec, s=shape, axes=axes, workers=_workers(spec, shape, axes))
 
 
 def transform_flops(shape: tuple[int, ...]) -> float:
