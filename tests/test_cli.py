@@ -100,7 +100,39 @@ def test_arith_lenet_stack(capsys):
 def test_arith_bad_layer(capsys):
     assert_one_line_error(*run(capsys, "arith", "bogus:k=3"), r"layer kind must be one of")
     assert_one_line_error(*run(capsys, "arith", "--input-size", "4", "conv:k=7"),
-                          r"arith: layer 0 \(conv\) gives output size")
+                          r"arith: layer 0 \(conv\): kernel \(dilated size \(7,\)\) is larger "
+                          r"than the padded input \(4,\)")
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    # each ended in a ZeroDivisionError traceback
+    ("conv:k=3,s=0", r"layer 0 \(conv\): s \(stride\) must be >= 1 in every dimension, got "
+                     r"\(0,\)"),
+    ("pool:k=2,s=0", r"layer 0 \(pool\): s \(stride\) must be >= 1"),
+    ("tconv:k=2,s=0", r"layer 0 \(tconv\): s \(stride\) must be >= 1"),
+    # each printed a table and exited 0
+    ("conv:k=-3", r"layer 0 \(conv\): k \(kernel size\) must be >= 1 in every dimension, got "
+                  r"\(-3,\)"),
+    ("conv:k=0", r"k \(kernel size\) must be >= 1"),
+    ("conv:k=3,d=0", r"d \(dilation\) must be >= 1"),
+    ("conv:k=3,d=-2", r"d \(dilation\) must be >= 1"),
+    ("conv:k=3,p=-5", r"p \(padding\) must be >= 0"),
+    ("pool:k=2,p=5", r"layer 0 \(pool\): padding \(5,\) must be <= kernel_size // 2"),
+    ("tconv:k=3,s=2,op=5", r"layer 0 \(tconv\): output_padding \(5\) must be smaller than "
+                           r"stride \(2\) or dilation \(1\)"),
+])
+def test_arith_refuses_impossible_layers_with_the_engines_messages(capsys, layer, message):
+    assert_one_line_error(*run(capsys, "arith", "--input-size", "6", layer), message)
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "mnist1d", "--model", "cnn"],
+                                     ["demo", "--quick"]])
+def test_a_negative_seed_names_the_flag(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert re.search(r"argument --seed: must be an integer >= 0, got -1",
+                     capsys.readouterr().err)
 
 
 def test_models_lists_every_model(capsys):
@@ -373,7 +405,8 @@ def test_truncated_idx_file(tmp_path):
                                          r"\(2, 4, 4\) of uint8 need 32 payload bytes, got 27"):
         read_idx(path)
     zipped = tmp_path / "labels.gz"
-    zipped.write_bytes(gzip.compress(bytes(range(30)))[:-6])
+    # a sound header, then the gzip stream ends inside the payload
+    zipped.write_bytes(gzip.compress(path.read_bytes()[:-5] + bytes(5))[:-6])
     with pytest.raises(ValueError, match=r"read_idx: .*labels\.gz is a damaged or truncated "
                                          r"gzip file"):
         read_idx(zipped)
@@ -424,3 +457,13 @@ def test_demo_quick_writes_a_report(capsys, tmp_path):
         ("mnist5k", "lenet5")]
     assert all(r["steps"] == 300 for r in rows)
     assert "Report written to" in out
+
+
+@needs_mnist1d
+def test_resume_with_nothing_to_resume_says_a_fresh_run_starts(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps", "2",
+                       "--no-progress", "--checkpoint", str(tmp_path / "empty"), "--resume")
+    assert code == 0
+    notes = [line for line in err.splitlines() if line.startswith("cnnlab: note: ")]
+    assert len(notes) == 1 and "nothing to resume" in notes[0] and "empty" in notes[0]
+    assert "a fresh run starts" in notes[0]

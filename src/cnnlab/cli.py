@@ -67,6 +67,18 @@ def run_example(out: object = None) -> dict[str, np.ndarray]:
             "feature_shifted": feature_shifted[0, 0]}
 
 
+def seed_value(text: str) -> int:
+    """``--seed``: an integer >= 0 (NumPy's generators take no negative seed); argparse
+    names the flag in its error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 LAYER_KINDS = ("conv", "pool", "tconv")
 
 
@@ -96,30 +108,42 @@ def parse_layer(spec: str) -> dict[str, object]:
 
 def arith_table(input_size: Sequence[int], layers: Sequence[dict[str, object]]
                 ) -> list[dict[str, object]]:
-    """Each layer's output size and receptive field (size, jump, start) per spatial axis."""
+    """Each layer's output size and receptive field (size, jump, start) per spatial axis.
+
+    Every layer goes through the engine's own argument checks and shape rules
+    (``cnnlab.ops._args``), so an impossible layer gets the engine's message, naming it.
+    """
     from .ops._args import (
-        conv_output_shape,
-        conv_transpose_output_shape,
+        checked_conv_output_shape,
+        checked_conv_transpose_output_shape,
+        pad_pairs,
+        pool_request,
         receptive_field,
+        to_tuple,
     )
 
-    size = tuple(input_size)
-    rows = []
-    fields = receptive_field(layers)  # type: ignore[arg-type]
-    for index, (layer, field) in enumerate(zip(layers, fields)):
+    size = tuple(to_tuple(tuple(input_size), len(input_size), "--input-size", "arith"))
+    outputs = []
+    for index, layer in enumerate(layers):
+        fn = f"arith: layer {index} ({layer['kind']})"
         ndim = len(size)
-        k, s, p = (layer["kernel"],) * ndim, (layer["stride"],) * ndim, layer["padding"]
-        d, op = (layer["dilation"],) * ndim, (layer["output_padding"],) * ndim
-        pads = ((p, p),) * ndim
-        if layer["transposed"]:
-            size = conv_transpose_output_shape(size, k, s, pads, d, op)
+        k = to_tuple(layer["kernel"], ndim, "k (kernel size)", fn)
+        s = to_tuple(layer["stride"], ndim, "s (stride)", fn)
+        d = to_tuple(layer["dilation"], ndim, "d (dilation)", fn)
+        if layer["kind"] == "pool":
+            p = to_tuple(layer["padding"], ndim, "p (padding)", fn, minimum=0)
+            size = pool_request(size, k, s, p, d, False, fn).out_spatial
+        elif layer["transposed"]:
+            op = to_tuple(layer["output_padding"], ndim, "op (output padding)", fn, minimum=0)
+            pads = pad_pairs(layer["padding"], ndim, "p (padding)", fn)
+            size = checked_conv_transpose_output_shape(size, k, s, pads, d, op, fn)
         else:
-            size = conv_output_shape(size, k, s, pads, d)
-        if any(n < 1 for n in size):
-            raise ValueError(f"arith: layer {index} ({layer['kind']}) gives output size "
-                             f"{size}: the kernel is larger than the padded input")
-        rows.append({"layer": index, **layer, "output": size, **field})
-    return rows
+            pads = pad_pairs(layer["padding"], ndim, "p (padding)", fn)
+            size = checked_conv_output_shape(size, k, s, pads, d, fn)
+        outputs.append(size)
+    fields = receptive_field(layers)  # type: ignore[arg-type]
+    return [{"layer": index, **layer, "output": size, **field}
+            for index, (layer, size, field) in enumerate(zip(layers, outputs, fields))]
 
 
 def run_arith(args: argparse.Namespace) -> None:
@@ -186,6 +210,13 @@ def run_train(args: argparse.Namespace) -> None:
     config = _train_config(args)
     if config.resume and config.checkpoint_dir is None:
         raise ValueError("train: --resume needs --checkpoint DIR")
+    if config.resume:
+        from .train.loop import CHECKPOINT_NAME
+
+        checkpoint = Path(config.checkpoint_dir) / CHECKPOINT_NAME
+        if not checkpoint.is_file():
+            print(f"cnnlab: note: nothing to resume: {checkpoint} does not exist; a fresh "
+                  f"run starts", file=sys.stderr)
     result = Trainer(config).run()
     m = result.metrics
     print(f"{m['model']} on {m['data']}: test accuracy {m['test_accuracy']:.4f}, "
@@ -262,7 +293,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction,
                         help="reshuffle the training set every epoch (--no-shuffle: take it "
                              "in stored order; the default depends on the recipe)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_value, help="random seed (default 0)")
     parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true",
@@ -316,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "a table and write a report folder with learning curves and filters.")
     demo.add_argument("--report", default="cnnlab-report", metavar="DIR",
                       help="report folder (default ./cnnlab-report)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=seed_value, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer steps (a smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

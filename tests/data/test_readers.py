@@ -276,6 +276,26 @@ def test_read_cifar_batch_rejects_non_batches(tmp_path):
         read_cifar_batch(tmp_path / "count")
 
 
+@pytest.mark.parametrize(("labels", "shown"), [([-5, 1000, 3], "-5"), ([1000, 3, 4], "1000"),
+                                              ([1.7, 2.9, 1.0], "1.7")])
+def test_read_cifar_batch_names_bad_labels(tmp_path, labels, shown):
+    batch = _cifar_dict()
+    batch[b"labels"] = labels
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=rf"read_cifar_batch: .*data_batch_1: 'labels' must "
+                                         rf".*got {shown}"):
+        read_cifar_batch(tmp_path / "data_batch_1")
+
+
+def test_read_cifar100_label_ranges(tmp_path):
+    batch = _cifar_dict(labels="fine")
+    batch[b"coarse_labels"] = [19, 20, 0]
+    (tmp_path / "train").write_bytes(pickle.dumps(batch))
+    read_cifar_batch(tmp_path / "train", label_key="fine_labels")
+    with pytest.raises(ValueError, match=r"'coarse_labels' must lie in \[0, 20\), got 20"):
+        read_cifar_batch(tmp_path / "train", label_key="coarse_labels")
+
+
 def _cifar10_tree(root: Path) -> None:
     folder = root / readers.CIFAR10_DIR
     folder.mkdir(parents=True)

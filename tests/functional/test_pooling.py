@@ -46,3 +46,25 @@ def test_a_stride_of_the_wrong_length_is_still_refused():
     with pytest.raises(ValueError, match=r"max_pool2d: stride must be an int or a tuple of "
                                          r"2 ints, got \(1, 2, 3\)"):
         F.max_pool2d(np.zeros((1, 1, 4, 4)), 2, (1, 2, 3))
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    (lambda x: F.max_pool2d(x, 2, ceil_mode="False"), "ceil_mode"),  # was a 3x3 output
+    (lambda x: F.avg_pool2d(x, 2, padding=1, count_include_pad="no"), "count_include_pad"),
+    (lambda x: F.max_pool2d(x, 2, return_indices=1), "return_indices"),
+    (lambda x: F.lp_pool2d(x, 2.0, 2, ceil_mode="yes"), "ceil_mode"),
+    (lambda x: F.adaptive_max_pool2d(x, 2, return_indices="True"), "return_indices"),
+    (lambda x: F.dropout(x, 0.5, training="False"), "training"),
+    (lambda x: F.batch_norm(x, np.zeros(3), np.ones(3), training="no"), "training"),
+])
+def test_boolean_flags_accept_bools_only(call, name):
+    x = RNG.standard_normal((2, 3, 5, 5))
+    with pytest.raises(TypeError, match=rf": {name} must be a bool, got str|: {name} must be a "
+                                        rf"bool, got int"):
+        call(x)
+
+
+def test_numpy_bools_are_bools():
+    x = RNG.standard_normal((1, 1, 5, 5))
+    assert F.max_pool2d(x, 2, ceil_mode=np.bool_(True)).shape == (1, 1, 3, 3)
+    assert F.max_pool2d(x, 2, ceil_mode=False).shape == (1, 1, 2, 2)

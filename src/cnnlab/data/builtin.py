@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import random
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ MNIST1D_CACHE_NAME = "mnist1d-default-seed42.npz"
 MNIST1D_KEYS = ("x", "y", "x_test", "y_test", "t")
 MNIST1D_SHAPES = {"x": (4000, 1, 40), "y": (4000,), "x_test": (1000, 1, 40),
                   "y_test": (1000,), "t": (40,)}
+MNIST1D_DTYPES = {"x": np.float32, "y": np.int64, "x_test": np.float32, "y_test": np.int64,
+                  "t": np.float32}
+MNIST1D_CLASSES = 10
 
 
 def _generate_mnist1d() -> dict[str, np.ndarray]:
@@ -73,15 +77,42 @@ def _generate_mnist1d() -> dict[str, np.ndarray]:
 
 
 def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when the file is missing, damaged or of another shape."""
+    """The cached arrays, or None (with a warning when a file is there) when the file is
+    missing, damaged, or holds other shapes, dtypes or values than mnist1d makes.
+
+    Each member's ``.npy`` header is read before its data, so a file declaring a huge array
+    allocates nothing; labels must lie in [0, 10) and inputs be finite.
+    """
     if not path.is_file():
         return None
+    problem = None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in MNIST1D_KEYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-    if any(arrays[key].shape != shape for key, shape in MNIST1D_SHAPES.items()):
+        with zipfile.ZipFile(path) as archive:
+            for key in MNIST1D_KEYS:
+                with archive.open(f"{key}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                if shape != MNIST1D_SHAPES[key] or dtype != MNIST1D_DTYPES[key]:
+                    problem = (f"{key!r} of shape {shape} {dtype}, expected "
+                               f"{MNIST1D_SHAPES[key]} {np.dtype(MNIST1D_DTYPES[key])}")
+                    break
+        if problem is None:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in MNIST1D_KEYS}
+            for key in ("y", "y_test"):
+                if arrays[key].min() < 0 or arrays[key].max() >= MNIST1D_CLASSES:
+                    problem = (f"{key!r} values outside [0, {MNIST1D_CLASSES}): "
+                               f"{arrays[key].min()} to {arrays[key].max()}")
+            for key in ("x", "x_test", "t"):
+                if not np.isfinite(arrays[key]).all():
+                    problem = f"non-finite values in {key!r}"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        problem = f"an unreadable file ({error})"
+    if problem is not None:
+        warnings.warn(f"mnist1d: the cache {path} holds {problem}; regenerating it",
+                      RuntimeWarning, stacklevel=3)
         return None
     return arrays
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -25,6 +26,7 @@ from ..ops._args import check_choice
 from .dataset import ArrayDataset, Dataset
 from .downloads import DownloadError, atomic_write
 from .downloads import download as _download
+from .limits import check_declared_bytes, check_image_pixels, file_size
 
 TRAIN_EXTRA = 'pip install "cnnlab[train]"'
 
@@ -45,18 +47,33 @@ IDX_CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_maybe_gzip(path: Path, fn: str) -> bytes:
-    raw = path.read_bytes()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
+def _open_maybe_gzip(path: Path) -> tuple[io.BufferedIOBase, bool]:
+    """The file as a stream of its content (gzip decompressed as read), and whether it is
+    gzip: nothing is inflated before the caller asks for it."""
+    file = open(path, "rb")
+    if file.read(2) == GZIP_MAGIC:
+        file.seek(0)
+        return gzip.GzipFile(fileobj=file, mode="rb"), True
+    file.seek(0)
+    return file, False
+
+
+def _read_at_most(stream: io.BufferedIOBase, count: int, path: Path) -> bytes:
+    """Up to ``count`` bytes of ``stream`` (fewer at its end); a damaged gzip stream gets an
+    error naming the file."""
     try:
-        return gzip.decompress(raw)
+        return stream.read(count)
     except (EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"{fn}: {path} is a damaged or truncated gzip file: {error}") from error
+        raise ValueError(f"read_idx: {path} is a damaged or truncated gzip file: "
+                         f"{error}") from error
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (gzipped or not) into an array in native byte order.
+
+    The header is read first and the payload it declares is checked against what the file
+    can hold (:mod:`cnnlab.data.limits`) before anything is allocated; a gzip file is
+    inflated as read, never past the declared payload.
 
     Parameters
     ----------
@@ -72,8 +89,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     Raises
     ------
     ValueError
-        Bad magic number, unknown type code, or a payload whose length is not
-        ``prod(dims) * itemsize`` (a truncated file names the expected and actual bytes).
+        Bad magic number, unknown type code, a payload whose length is not
+        ``prod(dims) * itemsize`` (a truncated file names the expected and actual bytes), or
+        a declared payload the file cannot hold.
 
     Examples
     --------
@@ -84,41 +102,51 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     [[0, 1, 2], [3, 4, 5]]
     """
     path = Path(path)
-    data = _read_maybe_gzip(path, "read_idx")
-    if len(data) < 4:
-        raise ValueError(
-            f"read_idx: {path} has {len(data)} bytes, too few for the 4-byte IDX magic number"
-        )
-    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
-    if zero != 0:
-        raise ValueError(
-            f"read_idx: {path} is not an IDX file: magic number 0x{data[:4].hex()} must "
-            f"start with two zero bytes"
-        )
-    if code not in IDX_DTYPES:
-        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(
-            f"read_idx: {path} has unknown IDX type code 0x{code:02X} (expected one of {known})"
-        )
-    if ndim == 0:
-        raise ValueError(f"read_idx: {path} declares 0 dimensions; IDX needs at least 1")
-    header_bytes = 4 + 4 * ndim
-    if len(data) < header_bytes:
-        raise ValueError(
-            f"read_idx: {path} is truncated inside its header: expected {header_bytes} "
-            f"header bytes for {ndim} dimensions, got {len(data)}"
-        )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header_bytes
-    if actual != expected:
-        problem = "truncated" if actual < expected else "longer than its header says"
-        raise ValueError(
-            f"read_idx: {path} is {problem}: dims {dims} of {dtype.name} need {expected} "
-            f"payload bytes, got {actual}"
-        )
-    values = np.frombuffer(data, dtype=dtype, offset=header_bytes).reshape(dims)
+    stream, compressed = _open_maybe_gzip(path)
+    with stream:
+        magic = _read_at_most(stream, 4, path)
+        if len(magic) < 4:
+            raise ValueError(f"read_idx: {path} has {len(magic)} bytes, too few for the 4-byte "
+                             f"IDX magic number")
+        zero, code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
+        if zero != 0:
+            raise ValueError(f"read_idx: {path} is not an IDX file: magic number "
+                             f"0x{magic.hex()} must start with two zero bytes")
+        if code not in IDX_DTYPES:
+            known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+            raise ValueError(f"read_idx: {path} has unknown IDX type code 0x{code:02X} "
+                             f"(expected one of {known})")
+        if ndim == 0:
+            raise ValueError(f"read_idx: {path} declares 0 dimensions; IDX needs at least 1")
+        header_bytes = 4 + 4 * ndim
+        sizes = _read_at_most(stream, 4 * ndim, path)
+        if len(sizes) < 4 * ndim:
+            raise ValueError(f"read_idx: {path} is truncated inside its header: expected "
+                             f"{header_bytes} header bytes for {ndim} dimensions, got "
+                             f"{4 + len(sizes)}")
+        dims = tuple(int.from_bytes(sizes[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
+        dtype = IDX_DTYPES[code]
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: no wrap-around
+        what = f"payload (dims {dims} of {dtype.name})"
+        if compressed:
+            check_declared_bytes(expected, file_size(path), compressed=True, path=path,
+                                 what=what, fn="read_idx")
+        else:  # the file's size says it all, before anything is read
+            actual = file_size(path) - header_bytes
+            if actual != expected:
+                problem = "truncated" if actual < expected else "longer than its header says"
+                raise ValueError(f"read_idx: {path} is {problem}: dims {dims} of "
+                                 f"{dtype.name} need {expected} payload bytes, got {actual}")
+            check_declared_bytes(expected, actual, compressed=False, path=path, what=what,
+                                 fn="read_idx")
+        payload = _read_at_most(stream, expected, path)
+        if len(payload) < expected:
+            raise ValueError(f"read_idx: {path} is truncated: dims {dims} of {dtype.name} "
+                             f"need {expected} payload bytes, got {len(payload)}")
+        if _read_at_most(stream, 1, path):
+            raise ValueError(f"read_idx: {path} is longer than its header says: dims {dims} "
+                             f"of {dtype.name} need {expected} payload bytes")
+    values = np.frombuffer(payload, dtype=dtype).reshape(dims)
     return values.astype(dtype.newbyteorder("="))
 
 
@@ -301,51 +329,74 @@ def _numpy_function(new_module: str, old_module: str, name: str) -> Any:
         return getattr(importlib.import_module(old_module), name)
 
 
-def _cifar_allowed() -> dict[tuple[str, str], Any]:
-    """Everything a pickled numpy array needs, across protocols and numpy versions."""
-    import _codecs
-
-    reconstruct = _numpy_function("numpy._core.multiarray", "numpy.core.multiarray",
-                                  "_reconstruct")
-    frombuffer = _numpy_function("numpy._core.numeric", "numpy.core.numeric", "_frombuffer")
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # protocols 2-4, numpy 1
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # protocols 2-4, numpy 2
-        ("numpy.core.numeric", "_frombuffer"): frombuffer,  # protocol 5
-        ("numpy._core.numeric", "_frombuffer"): frombuffer,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,  # bytes pickled by Python 3 at protocol 2
-    }
+CIFAR_CLASSES = {"labels": 10, "fine_labels": 100, "coarse_labels": 20}
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals in ``_cifar_allowed``.
+    """Unpickler that resolves only what a pickled numpy array needs, and only as NumPy
+    itself pickles an array.
 
     A pickle names the callables it wants run (``GLOBAL``/``STACK_GLOBAL`` opcodes resolve
     through ``find_class``); refusing every other name means a crafted file cannot reach
-    ``os.system``, ``eval``, ``subprocess`` or any other code.
+    ``os.system``, ``eval``, ``subprocess`` or any other code. The allowed ones are checked
+    too, so that every array's bytes come from the file itself:
+
+    - ``_reconstruct`` must build an empty array, as NumPy pickles one: it is then filled
+      from the file's bytes (``ndarray.__setstate__``, which checks their length). One that
+      declares elements of its own would be uninitialised memory of any size (a 234-byte
+      file declaring a (2,000,000, 3072) array), and is refused;
+    - ``_frombuffer`` (protocol 5) reads a buffer the file holds;
+    - ``_codecs.encode`` only re-encodes Python 2 strings as latin-1 (other codecs could
+      grow a string a file names many times over).
     """
 
     def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
         super().__init__(file, encoding="bytes")  # Python 2 str -> bytes, as CIFAR needs
+        import _codecs
+
         self._path = path
-        self._allowed = _cifar_allowed()
+        self._numpy_reconstruct = _numpy_function("numpy._core.multiarray",
+                                                  "numpy.core.multiarray", "_reconstruct")
+        self._numpy_frombuffer = _numpy_function("numpy._core.numeric", "numpy.core.numeric",
+                                                 "_frombuffer")
+        self._codecs_encode = _codecs.encode
+        self._allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): self._reconstruct,  # protocols 2-4
+            ("numpy._core.multiarray", "_reconstruct"): self._reconstruct,  # (numpy 1, 2)
+            ("numpy.core.numeric", "_frombuffer"): self._numpy_frombuffer,  # protocol 5
+            ("numpy._core.numeric", "_frombuffer"): self._numpy_frombuffer,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): self._encode,  # bytes pickled by Python 3 at protocol 2
+        }
+
+    def _refuse(self, what: str) -> pickle.UnpicklingError:
+        return pickle.UnpicklingError(f"read_cifar_batch: {self._path} {what}; refusing to "
+                                      f"load it")
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not np.ndarray or not isinstance(shape, tuple) or math.prod(shape) != 0:
+            raise self._refuse(f"reconstructs an array of shape {shape!r} that its own bytes "
+                               f"do not fill (NumPy pickles arrays as empty ones filled "
+                               f"from the file)")
+        return self._numpy_reconstruct(subtype, shape, dtype)
+
+    def _encode(self, text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        if encoding not in ("latin1", "latin-1"):
+            raise self._refuse(f"re-encodes a string with the codec {encoding!r}; a CIFAR "
+                               f"batch only uses latin1")
+        return self._codecs_encode(text, encoding, errors)
 
     def find_class(self, module: str, name: str) -> Any:
         try:
             return self._allowed[(module, name)]
         except KeyError:
             allowed = sorted(f"{m}.{n}" for m, n in self._allowed)
-            raise pickle.UnpicklingError(
-                f"read_cifar_batch: {self._path} asks for the global {module}.{name}, which a "
-                f"CIFAR batch never needs; refusing to load it (allowed: {allowed})"
-            ) from None
+            raise self._refuse(f"asks for the global {module}.{name}, which a CIFAR batch "
+                               f"never needs (allowed: {allowed})") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(
-            f"read_cifar_batch: {self._path} uses persistent ids, which CIFAR batches never do"
-        )
+        raise self._refuse("uses persistent ids, which CIFAR batches never do")
 
 
 def _as_str_keys(batch: dict) -> dict[str, Any]:
@@ -404,12 +455,32 @@ def read_cifar_batch(
             f"read_cifar_batch: {path}: 'data' must be a uint8 array of shape (N, 3072), "
             f"got {got}"
         )
-    labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+    check_declared_bytes(data.nbytes, file_size(path), compressed=False, path=path,
+                         what="'data' array", fn="read_cifar_batch")
+    labels = _cifar_labels(batch[label_key], label_key, path)
     if len(labels) != len(data):
         raise ValueError(
             f"read_cifar_batch: {path} has {len(data)} images but {len(labels)} {label_key}"
         )
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_labels(values: Any, label_key: str, path: Path) -> np.ndarray:
+    """The batch's class indices as int64 (N,): integers in ``[0, classes)``, else an
+    error naming the file and the first offending value."""
+    labels = np.asarray(values)
+    if labels.dtype == object or labels.dtype.kind not in "iu" or labels.ndim != 1:
+        bad = next((v for v in np.ravel(labels) if not isinstance(v, (int, np.integer))
+                    or isinstance(v, bool)), labels.dtype)
+        bad = bad.item() if isinstance(bad, np.generic) else bad
+        raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must be a list of "
+                         f"integer class indices, got {bad!r}")
+    classes = CIFAR_CLASSES[label_key]
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must lie in [0, "
+                         f"{classes}), got {labels[outside][0]}")
+    return labels.astype(np.int64)
 
 
 def _extract_members(archive: Path, root: Path, members: Sequence[str]) -> None:
@@ -584,6 +655,8 @@ class ImageFolder(Dataset):
         """One image as ``(C, H, W)`` float32 in [0, 1], converted and resized as set."""
         Image = _pillow()
         with Image.open(path) as image:
+            # The header's size, before anything is decoded (cnnlab.data.limits).
+            check_image_pixels(*image.size, path=path, fn="ImageFolder")
             image = image.convert("L" if self.grayscale else "RGB")
             if self.size is not None:
                 height, width = self.size

@@ -18,9 +18,9 @@ from ..ops._args import (
     check_choice,
     check_conv_operands,
     check_conv_transpose_operands,
-    conv_output_shape,
+    checked_conv_output_shape,
+    checked_conv_transpose_output_shape,
     conv_padding,
-    conv_transpose_output_shape,
     pad_pairs,
     to_tuple,
 )
@@ -128,14 +128,7 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
     pads = conv_padding(padding, x_arr.shape[2:], kernel, stride_t, dilation_t, fn)
     if padding_mode != "zeros":
         check_pad_fits(x_arr.shape[2:], pads, padding_mode, fn)
-    out_spatial = conv_output_shape(x_arr.shape[2:], kernel, stride_t, pads, dilation_t)
-    if any(o < 1 for o in out_spatial):
-        padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_arr.shape[2:], pads))
-        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation_t))
-        raise ValueError(
-            f"{fn}: kernel (dilated size {extent}) is larger than the padded input "
-            f"{padded}"
-        )
+    checked_conv_output_shape(x_arr.shape[2:], kernel, stride_t, pads, dilation_t, fn)
     spec = ConvRequest(stride_t, pads, dilation_t, int(groups), padding_mode, algorithm)
     # Training: keep the forward's input grid for the weight gradient (when small).
     saved = {} if _needs(weight) and x_arr.nbytes <= KEEP_GRID_BYTES else None
@@ -248,15 +241,8 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
     dilation_t = to_tuple(dilation, spatial_dims, "dilation", fn)
     pads = pad_pairs(padding, spatial_dims, "padding", fn)
     out_pad = to_tuple(output_padding, spatial_dims, "output_padding", fn, minimum=0)
-    for axis, (op, s, d) in enumerate(zip(out_pad, stride_t, dilation_t)):
-        if op >= max(s, d):
-            raise ValueError(f"{fn}: output_padding ({op}) must be smaller than stride ({s}) "
-                             f"or dilation ({d}) in spatial dim {axis}")
-    out_spatial = conv_transpose_output_shape(x_arr.shape[2:], kernel, stride_t, pads,
-                                              dilation_t, out_pad)
-    if any(o < 1 for o in out_spatial):
-        raise ValueError(f"{fn}: output size {out_spatial} is not positive; padding {pads} "
-                         f"is too large for input {x_arr.shape[2:]}")
+    out_spatial = checked_conv_transpose_output_shape(x_arr.shape[2:], kernel, stride_t,
+                                                      pads, dilation_t, out_pad, fn)
     spec = ConvRequest(stride_t, pads, dilation_t, int(groups), "zeros", algorithm)
     y = conv_transpose_nd(x_arr, w_arr, b_arr, spec, out_spatial)
 

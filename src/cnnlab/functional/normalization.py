@@ -10,7 +10,7 @@ import numpy as np
 from .._random import check_rng
 from ..autograd import Tensor
 from ..ops import normalization as kernels
-from ..ops._args import prod
+from ..ops._args import check_bool, prod
 from ._binding import (
     ArrayOrTensor,
     IntOrTuple,
@@ -47,7 +47,7 @@ def dropout(input: ArrayOrTensor, p: float = 0.5, training: bool = True,
     if not isinstance(p, (int, float, np.floating)) or not 0.0 <= p <= 1.0:
         raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
     rng = check_rng(rng, fn)
-    if not training or p == 0:
+    if not check_bool(training, "training", fn) or p == 0:
         return input
     x_arr = _float_input(input, fn)
     if p == 1:
@@ -116,6 +116,7 @@ def batch_norm(
         _per_channel(value, channels, name, fn)
     run_mean = _per_channel(running_mean, channels, "running_mean", fn)
     run_var = _per_channel(running_var, channels, "running_var", fn)
+    training = check_bool(training, "training", fn)
     if training and x_arr.shape[0] * prod(x_arr.shape[2:]) <= 1:
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, "
                          f"got input shape {x_arr.shape}")

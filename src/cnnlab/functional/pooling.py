@@ -18,6 +18,7 @@ from ..autograd import Tensor
 from ..ops._args import (
     PADDING_MODES,
     adaptive_output_size,
+    check_bool,
     check_choice,
     is_default_stride,
     pool_request,
@@ -58,7 +59,7 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     x_arr, unbatched = _batched(_float_arrays(fn, input=x)["input"], spatial_dims, fn)
     in_spatial = x_arr.shape[2:]
     spec = pool_request(in_spatial, kernel_size, stride, padding, dilation, ceil_mode, fn)
-    if not return_indices:
+    if not check_bool(return_indices, "return_indices", fn):
         out, arg, finite = max_pool_taps(x_arr, spec)
         return _unary_op(out, x, unbatched, lambda g: max_pool_taps_backward(
             g, out, arg, in_spatial, spec, out_finite=finite))
@@ -168,7 +169,7 @@ def _avg_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bo
         if divisor_override == 0:
             raise ValueError(f"{fn}: divisor_override must be non-zero, got 0")
         divisor_override = int(divisor_override)
-    include = bool(count_include_pad)
+    include = check_bool(count_include_pad, "count_include_pad", fn)
     out = avg_pool_nd(x_arr, spec, include, divisor_override)
     return _unary_op(out, x, unbatched, lambda g: avg_pool_nd_backward(
         g, in_spatial, spec, include, divisor_override))
@@ -366,7 +367,7 @@ def _adaptive_pool(x: Any, output_size: Any, is_max: bool, return_indices: bool,
                          lambda g: adaptive_avg_pool_nd_backward(g, in_spatial))
     out, indices = adaptive_max_pool_nd(x_arr, out_spatial)
     y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial))
-    if not return_indices:
+    if not check_bool(return_indices, "return_indices", fn):
         return y
     return y, _like_input(x, indices[0] if unbatched else indices)
 

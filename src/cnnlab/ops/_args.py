@@ -145,6 +145,44 @@ def conv_output_shape(
     )
 
 
+def checked_conv_output_shape(in_spatial: Sequence[int], kernel: Sequence[int],
+                              stride: Sequence[int], padding: PadPairs,
+                              dilation: Sequence[int], fn: str) -> tuple[int, ...]:
+    """:func:`conv_output_shape`, refusing a kernel that does not fit the padded input.
+
+    >>> checked_conv_output_shape((7,), (5,), (1,), ((0, 0),), (2,), "conv1d")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv1d: kernel (dilated size (9,)) is larger than the padded input (7,)
+    """
+    out_spatial = conv_output_shape(in_spatial, kernel, stride, padding, dilation)
+    if any(o < 1 for o in out_spatial):
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, padding))
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        raise ValueError(f"{fn}: kernel (dilated size {extent}) is larger than the padded "
+                         f"input {padded}")
+    return out_spatial
+
+
+def checked_conv_transpose_output_shape(in_spatial: Sequence[int], kernel: Sequence[int],
+                                        stride: Sequence[int], padding: PadPairs,
+                                        dilation: Sequence[int],
+                                        output_padding: Sequence[int], fn: str
+                                        ) -> tuple[int, ...]:
+    """:func:`conv_transpose_output_shape`, refusing an ``output_padding`` not smaller than
+    the stride or the dilation (PyTorch's rule) and a non-positive size."""
+    for axis, (op, s, d) in enumerate(zip(output_padding, stride, dilation)):
+        if op >= max(s, d):
+            raise ValueError(f"{fn}: output_padding ({op}) must be smaller than stride ({s}) "
+                             f"or dilation ({d}) in spatial dim {axis}")
+    out_spatial = conv_transpose_output_shape(in_spatial, kernel, stride, padding, dilation,
+                                              output_padding)
+    if any(o < 1 for o in out_spatial):
+        raise ValueError(f"{fn}: output size {out_spatial} is not positive; padding "
+                         f"{padding} is too large for input {tuple(in_spatial)}")
+    return out_spatial
+
+
 def signal_mode_window(shape1: Sequence[int], shape2: Sequence[int], mode: str
                        ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """SciPy's modes of a convolution of ``shape1`` with ``shape2``: (the full result's
@@ -366,6 +404,18 @@ def check_choice(value: Any, allowed: Sequence[str], name: str, fn: str) -> str:
     return value
 
 
+def check_bool(value: Any, name: str, fn: str) -> bool:
+    """``value`` as a bool when it is one (Python's or NumPy's); anything else, the string
+    ``"False"`` included (which is truthy), is a TypeError.
+
+    >>> check_bool(np.bool_(True), "ceil_mode", "max_pool2d")
+    True
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_dim(dim: Any, ndim: int, fn: str) -> int:
     """A dimension index of a ``ndim``-D array, negative counting from the end -> [0, ndim)."""
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
@@ -393,7 +443,7 @@ def pool_request(in_spatial: tuple[int, ...], kernel_size: Any, stride: Any, pad
             f"dimension, got kernel_size {kernel}"
         )
     out_spatial = pool_output_shape(in_spatial, kernel, stride_t, padding_t, dilation_t,
-                                    bool(ceil_mode))
+                                    check_bool(ceil_mode, "ceil_mode", fn))
     if any(o < 1 for o in out_spatial):
         raise ValueError(
             f"{fn}: output size {out_spatial} must be >= 1 in every dimension; input "
