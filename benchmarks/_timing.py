@@ -14,6 +14,7 @@ threadpoolctl are looked up lazily so that a NumPy-only benchmark can reuse this
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -220,3 +221,16 @@ def machine_markdown(info: Mapping[str, Any]) -> list[str]:
         lines.append(f"- torch threads: {info['torch_threads']}")
     lines += [f"- Thread pool: {line}" for line in info["blas"]]
     return lines
+
+
+def finite(value: Any) -> Any:
+    """``value`` with inf/nan floats as None, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value

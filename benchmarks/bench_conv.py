@@ -20,15 +20,23 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from _timing import FULL, QUICK, Protocol, compare, machine_info, machine_markdown, matmul_gflops
-from scipy.optimize import nnls
+from _fit import CONTESTED_RATIO, dispatch_constants, fit_constants, report_fit
+from _timing import (
+    FULL,
+    QUICK,
+    Protocol,
+    compare,
+    finite,
+    machine_info,
+    machine_markdown,
+    matmul_gflops,
+)
 
 import cnnlab
 import cnnlab.functional as F
@@ -339,23 +347,6 @@ MODEL_CONSTANTS = {
 }
 FIT_ALGORITHMS = tuple(MODEL_CONSTANTS)
 
-# Fit only where the slower algorithm is within this factor of the faster: there the
-# constants decide the choice, while far from the crossover (GEMM on a 31x31 kernel, with
-# costs the model has no term for) any sane constants pick right.
-CONTESTED_RATIO = 10.0
-
-
-@contextmanager
-def dispatch_constants(**values: float) -> Iterator[None]:
-    """Temporarily set cost constants in ``cnnlab.ops.dispatch`` (restored on exit)."""
-    saved = {name: getattr(dispatch, name) for name in values}
-    try:
-        for name, value in values.items():
-            setattr(dispatch, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(dispatch, name, value)
 
 
 def model_seconds(algorithm: str, geo: GemmPlan) -> float:
@@ -401,37 +392,6 @@ def fit_cases() -> list[ConvCase]:
     return cases
 
 
-def nonnegative_fit(features: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    """Coefficients c >= 0 minimising the relative error sum(((features @ c) / t - 1)^2)."""
-    coef, _ = nnls(features / seconds[:, None], np.ones_like(seconds))
-    return coef
-
-
-def as_constant(name: str, coefficient: float) -> float:
-    """A fitted coefficient as dispatch.py spells it: a rate (1/coef) or seconds per call."""
-    if name.endswith("_SECONDS"):
-        return coefficient
-    return 1.0 / coefficient if coefficient > 0 else math.inf
-
-
-def fit_algorithm(algorithm: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Fit one algorithm's constants on the contested rows; predict every row."""
-    names = list(rows[0]["terms"][algorithm])
-    features = np.array([[r["terms"][algorithm][name] for name in names] for r in rows])
-    seconds = np.array([r[f"{algorithm}_ms"] for r in rows]) / 1e3
-    contested = np.array([r["contested"] for r in rows])
-    if contested.sum() <= len(names):  # too few near the crossover: use every row
-        contested[:] = True
-    coef = nonnegative_fit(features[contested], seconds[contested])
-    predicted = features @ coef
-    error = np.abs(predicted / seconds - 1)
-    return {"constants": {name: as_constant(name, c) for name, c in zip(names, coef,
-                                                                         strict=True)},
-            "predicted_s": predicted, "rows_used": int(contested.sum()),
-            "error_median": float(np.median(error[contested])),
-            "error_max": float(np.max(error[contested]))}
-
-
 def run_fit(protocol: Protocol, command: str) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     rows = []
@@ -456,46 +416,13 @@ def run_fit(protocol: Protocol, command: str) -> dict[str, Any]:
               f"{row['picks']:>6}  {row['model_gemm_ms']:10.2f} {row['model_fft_ms']:9.2f}"
               f"{flag}", flush=True)
 
-    fits = {algo: fit_algorithm(algo, rows) for algo in FIT_ALGORITHMS}
-    picks = np.where(fits["fft"]["predicted_s"] < fits["gemm"]["predicted_s"], "fft", "gemm")
-    right_now = sum(r["faster"] == r["picks"] for r in rows)
-    right_fit = sum(r["faster"] == pick for r, pick in zip(rows, picks, strict=True))
-    print("\nSuggested constants for src/cnnlab/ops/dispatch.py (non-negative least squares on "
-          "relative error of forward times; not applied):")
-    suggested: dict[str, float] = {}
-    for algo, fit in fits.items():
-        print(f"  {algo}: fitted on {fit['rows_used']} of {len(rows)} shapes (those within "
-              f"{CONTESTED_RATIO:g}x of the other algorithm); |predicted/measured - 1| "
-              f"median {fit['error_median']:.0%}, max {fit['error_max']:.0%}")
-        for name, value in fit["constants"].items():
-            print(f"    {name} = {value:.3g}    # now {getattr(dispatch, name):.3g}")
-        suggested |= fit["constants"]
-    print(f"choices right: current constants {right_now}/{len(rows)}, "
-          f"suggested {right_fit}/{len(rows)}")
+    fits = {algo: fit_constants(algo, rows) for algo in FIT_ALGORITHMS}
+    fitted = report_fit(fits, rows, ("gemm", "fft"), "forward times")
     return {"command": command, "machine": machine_info(), "protocol": protocol.as_dict(),
-            "fit": rows, "current": {name: getattr(dispatch, name) for name in suggested},
-            "suggested": suggested,
-            "fit_error": {algo: {key: fit[key] for key in ("rows_used", "error_median",
-                                                           "error_max")}
-                          for algo, fit in fits.items()},
-            "choices_right": {"current": right_now, "suggested": right_fit,
-                              "of": len(rows)}}
+            "fit": rows, **fitted}
 
 
 # ---------------------------------------------------------------------------------------
-
-
-def finite(value: Any) -> Any:
-    """``value`` with inf/nan floats as None, so the JSON is standard."""
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -30,16 +30,15 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import scipy.signal as ss
-from _timing import FULL, QUICK, Protocol, compare, machine_info
-from scipy.optimize import nnls
+from _fit import CONTESTED_RATIO, dispatch_constants, fit_constants, report_fit
+from _timing import FULL, QUICK, Protocol, compare, finite, machine_info
 
 import cnnlab.signal as cs
 from cnnlab.ops import dispatch
@@ -113,7 +112,6 @@ FIT_CONSTANTS = {
 }
 
 # As in bench_conv.py: fit only where the slower method is within this factor of the faster.
-CONTESTED_RATIO = 10.0
 
 
 def fit_cases() -> list[SignalCase]:
@@ -127,19 +125,6 @@ def fit_cases() -> list[SignalCase]:
     shapes += [((32, 32, 32), (5, 5, 5)), ((48, 48, 48), (9, 9, 9))]
     return [SignalCase("x".join(map(str, s1)) + "-k" + "x".join(map(str, s2)), s1, s2, mode)
             for s1, s2 in shapes for mode in ("full", "same", "valid")]
-
-
-@contextmanager
-def dispatch_constants(**values: float) -> Iterator[None]:
-    """Temporarily set cost constants in ``cnnlab.ops.dispatch`` (restored on exit)."""
-    saved = {name: getattr(dispatch, name) for name in values}
-    try:
-        for name, value in values.items():
-            setattr(dispatch, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(dispatch, name, value)
 
 
 def model_seconds(method: str, in1: np.ndarray, in2: np.ndarray, mode: str) -> float:
@@ -167,34 +152,6 @@ def cost_terms(method: str, in1: np.ndarray, in2: np.ndarray, mode: str) -> dict
     return terms | {"fixed": fixed}
 
 
-def as_constant(name: str, coefficient: float) -> float:
-    """A fitted coefficient as dispatch.py spells it: a rate (1/coef) or seconds."""
-    if name.endswith("_SECONDS"):
-        return coefficient
-    return 1.0 / coefficient if coefficient > 0 else math.inf
-
-
-def fit_method(method: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Non-negative least squares on the relative error of (measured - fixed part)."""
-    names = list(FIT_CONSTANTS[method])
-    features = np.array([[r["terms"][method][name] for name in names] for r in rows])
-    fixed = np.array([r["terms"][method]["fixed"] for r in rows])
-    seconds = np.array([r[f"{method}_ms"] for r in rows]) / 1e3
-    contested = np.array([r["contested"] for r in rows])
-    if contested.sum() <= len(names):
-        contested[:] = True
-    target = np.maximum(seconds - fixed, 0.0)
-    scale = seconds[contested, None]
-    coef, _ = nnls(features[contested] / scale, target[contested] / scale[:, 0])
-    predicted = features @ coef + fixed
-    error = np.abs(predicted / seconds - 1)
-    return {"constants": {name: as_constant(name, c) for name, c in zip(names, coef,
-                                                                         strict=True)},
-            "predicted_s": predicted, "rows_used": int(contested.sum()),
-            "error_median": float(np.median(error[contested])),
-            "error_max": float(np.max(error[contested]))}
-
-
 def run_fit(protocol: Protocol) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     rows = []
@@ -218,44 +175,12 @@ def run_fit(protocol: Protocol) -> dict[str, Any]:
         print(f"{case.name:<22} {case.mode:<5} {row['direct_ms']:9.3f} {row['fft_ms']:9.3f} "
               f"{row['faster']:>6} {row['picks']:>6}  {row['model_direct_ms']:12.3f} "
               f"{row['model_fft_ms']:9.3f}{flag}", flush=True)
-    fits = {method: fit_method(method, rows) for method in FIT_CONSTANTS}
-    picks = np.where(fits["fft"]["predicted_s"] < fits["direct"]["predicted_s"], "fft",
-                     "direct")
-    right_now = sum(r["faster"] == r["picks"] for r in rows)
-    right_fit = sum(r["faster"] == p for r, p in zip(rows, picks, strict=True))
-    slowdown = [max(r[f"{p}_ms"] / r[f"{r['faster']}_ms"], 1.0)
-                for r, p in zip(rows, picks, strict=True)]
-    print("\nSuggested constants for src/cnnlab/ops/dispatch.py (non-negative least squares on "
-          "relative error; layer-fitted rates held fixed; not applied):")
-    suggested: dict[str, float] = {}
-    for method, fit in fits.items():
-        print(f"  {method}: fitted on {fit['rows_used']} of {len(rows)} cases (within "
-              f"{CONTESTED_RATIO:g}x of the other method); |predicted/measured - 1| "
-              f"median {fit['error_median']:.0%}, max {fit['error_max']:.0%}")
-        for name, value in fit["constants"].items():
-            print(f"    {name} = {value:.3g}    # now {getattr(dispatch, name):.3g}")
-        suggested |= fit["constants"]
-    print(f"choices right: current constants {right_now}/{len(rows)}, suggested "
-          f"{right_fit}/{len(rows)} (worst wrong pick {max(slowdown):.2f}x slower)")
-    return {"fit": rows, "suggested": suggested,
-            "current": {name: getattr(dispatch, name) for name in suggested},
-            "choices_right": {"current": right_now, "suggested": right_fit, "of": len(rows)}}
+    fits = {method: fit_constants(method, rows) for method in FIT_CONSTANTS}
+    return {"fit": rows, **report_fit(fits, rows, ("direct", "fft"),
+                                      "layer-fitted rates held fixed")}
 
 
 # ---------------------------------------------------------------------------------------
-
-
-def finite(value: Any) -> Any:
-    """``value`` with inf/nan floats as None, so the JSON is standard."""
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
