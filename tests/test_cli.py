@@ -467,3 +467,15 @@ def test_resume_with_nothing_to_resume_says_a_fresh_run_starts(capsys, tmp_path)
     notes = [line for line in err.splitlines() if line.startswith("cnnlab: note: ")]
     assert len(notes) == 1 and "nothing to resume" in notes[0] and "empty" in notes[0]
     assert "a fresh run starts" in notes[0]
+
+
+def test_metrics_out_may_not_replace_the_checkpoint(capsys, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "checkpoint.safetensors").write_bytes(b"an earlier run's checkpoint")
+    assert_one_line_error(*run(capsys, "train", "--data", "digits", "--model", "cnn",
+                               "--steps", "1", "--no-progress", "--checkpoint", str(folder),
+                               "--metrics-out", str(folder / "checkpoint.safetensors")),
+                          r"train: --metrics-out .*checkpoint.safetensors is the run's "
+                          r"checkpoint file")
+    assert (folder / "checkpoint.safetensors").read_bytes() == b"an earlier run's checkpoint"

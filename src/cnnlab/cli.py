@@ -210,10 +210,15 @@ def run_train(args: argparse.Namespace) -> None:
     config = _train_config(args)
     if config.resume and config.checkpoint_dir is None:
         raise ValueError("train: --resume needs --checkpoint DIR")
-    if config.resume:
-        from .train.loop import CHECKPOINT_NAME
+    from .train.loop import CHECKPOINT_NAME
 
-        checkpoint = Path(config.checkpoint_dir) / CHECKPOINT_NAME
+    checkpoint = (Path(config.checkpoint_dir) / CHECKPOINT_NAME
+                  if config.checkpoint_dir is not None else None)
+    if (args.metrics_out and checkpoint is not None
+            and Path(args.metrics_out).resolve() == checkpoint.resolve()):
+        raise ValueError(f"train: --metrics-out {args.metrics_out} is the run's checkpoint "
+                         f"file; writing the metrics there would replace it")
+    if config.resume:
         if not checkpoint.is_file():
             print(f"cnnlab: note: nothing to resume: {checkpoint} does not exist; a fresh "
                   f"run starts", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,18 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(target, failing)
     assert target.read_bytes() == b"old"
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_download_gets_the_mode_open_would(server, tmp_path, umask):
+    import stat
+
+    url = server.add("blob.bin", PAYLOAD)
+    previous = os.umask(umask)
+    try:
+        path = download(url, hashlib.sha256(PAYLOAD).hexdigest(), cache_dir=tmp_path,
+                        progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

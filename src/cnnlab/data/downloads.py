@@ -13,13 +13,13 @@ import hashlib
 import http.client
 import os
 import posixpath
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from .._files import atomic_write
 
 CACHE_ENV = "CNNLAB_CACHE"
 DEFAULT_CACHE = Path("~/.cache/cnnlab")
@@ -60,27 +60,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := file.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
-
-    Readers never see a half-written ``path``; on any exception the temporary file is
-    removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        _remove(tmp_name)
-        raise
-    return path
 
 
 def _remove(path: str | os.PathLike[str]) -> None:
@@ -169,21 +148,16 @@ def download(
         if sha256_file(target) == expected:
             return target
         _remove(target)
-    tmp_dir = target.parent
-    handle, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            actual = _stream(url, file, target.name, progress)
-        if actual != expected:
+
+    def write_checked(file: IO[bytes]) -> None:
+        actual = _stream(url, file, target.name, progress)
+        if actual != expected:  # raised inside the write: the partial file is removed
             raise ChecksumError(
                 f"download: sha256 mismatch for {url}: expected {expected}, got {actual}; "
                 f"the file was discarded"
             )
-        os.replace(tmp_name, target)
-    except BaseException:
-        _remove(tmp_name)
-        raise
-    return target
+
+    return atomic_write(target, write_checked)
 
 
 def _stream(url: str, file: IO[bytes], name: str, progress: bool) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._files import atomic_write_bytes
 
 SCHEMA = "cnnlab.checkpoint/1"
 METADATA_KEY = "cnnlab"
@@ -23,24 +24,6 @@ METADATA_KEY = "cnnlab"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: corrupt, another schema, or another architecture."""
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file + fsync + rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def save_checkpoint(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],

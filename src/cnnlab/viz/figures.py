@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._files import atomic_write
 
 
 def _pyplot():
@@ -23,16 +24,11 @@ def _pyplot():
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save a figure atomically (temp file in the same folder, then rename)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=target.suffix, dir=target.parent)
-    os.close(handle)
     try:
-        fig.savefig(temp, dpi=120, bbox_inches="tight")
-        os.replace(temp, target)
+        return atomic_write(target, lambda file: fig.savefig(
+            file, format=target.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"))
     finally:
-        Path(temp).unlink(missing_ok=True)
         _pyplot().close(fig)
-    return target
 
 
 def plot_learning_curves(histories: dict[str, Sequence[dict[str, float]]],
