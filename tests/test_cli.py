@@ -479,3 +479,58 @@ def test_metrics_out_may_not_replace_the_checkpoint(capsys, tmp_path):
                           r"train: --metrics-out .*checkpoint.safetensors is the run's "
                           r"checkpoint file")
     assert (folder / "checkpoint.safetensors").read_bytes() == b"an earlier run's checkpoint"
+
+
+def _digits_run(capsys, folder, *options: str) -> tuple[dict[str, np.ndarray], str]:
+    # digits' 8x8 images in batches of 1024: two shards a batch, whatever the machine
+    code, _, err = run(capsys, "train", "--data", "digits", "--model", "cnn",
+                       "--batch-size", "1024", "--checkpoint", str(folder), "--no-progress",
+                       *options)
+    assert code == 0, err
+    arrays, _ = load_checkpoint(folder / "checkpoint.safetensors")
+    return {k: v for k, v in arrays.items() if k.startswith("model.")}, err
+
+
+def test_resuming_on_fewer_workers_continues_bit_for_bit(capsys, tmp_path):
+    """Issue 13, item 6: a two-worker run interrupted and resumed with one worker ends on
+    the uninterrupted run's weights (the shard plan is the batch's, not the machine's)."""
+    reference, _ = _digits_run(capsys, tmp_path / "whole", "--steps", "4", "--threads", "2")
+    _, metadata = load_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")
+    assert metadata["shards"] == 2
+    _digits_run(capsys, tmp_path / "split", "--steps", "2", "--threads", "2")
+    resumed, _ = _digits_run(capsys, tmp_path / "split", "--steps", "4", "--resume",
+                             "--threads", "1")
+    for name in reference:
+        assert resumed[name].tobytes() == reference[name].tobytes(), name
+
+
+def test_resuming_a_checkpoint_from_before_fixed_shard_plans_says_what_plan_it_gets(
+        capsys, tmp_path):
+    _digits_run(capsys, tmp_path / "old", "--steps", "2")
+    path = tmp_path / "old" / "checkpoint.safetensors"
+    arrays, metadata = load_checkpoint(path)
+    del metadata["shards"]  # what a checkpoint written before the fixed plan holds
+    save_checkpoint(path, arrays, metadata)
+    _, err = _digits_run(capsys, tmp_path / "old", "--steps", "4", "--resume")
+    warnings = [line for line in err.splitlines() if line.startswith("cnnlab: warning: ")]
+    assert len(warnings) == 1, err
+    assert "written before the shard plan followed the batch" in warnings[0]
+    assert "continues with 2 shard(s) per batch" in warnings[0]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_ctrl_c_prints_one_line_saying_where_the_checkpoint_is(capsys, tmp_path, monkeypatch,
+                                                               keep):
+    from cnnlab.train import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    options = ["--checkpoint", str(tmp_path / "run")] if keep else []
+    code, out, err = run(capsys, "train", "--data", "digits", "--model", "cnn", "--steps",
+                         "2", "--no-progress", *options)
+    assert code == 130 and "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnlab: interrupted; "), err
+    assert (str(tmp_path / "run") in lines[0]) == keep

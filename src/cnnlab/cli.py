@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -362,17 +363,32 @@ COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": 
             "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo}
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A warning on the command line: one line, as the errors, without a source line."""
+    print(f"cnnlab: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_allocator()  # reuse freed activation memory instead of page-faulting it back
     try:
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            COMMANDS[args.command](args)
     except (ValueError, TypeError, RuntimeError, ImportError, OSError) as error:
         # One line naming the problem; a failed run never overwrites a good checkpoint.
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not a traceback through the training loop.
+        folder = getattr(args, "checkpoint", None)
+        where = (f"the last checkpoint is in {folder} (--resume continues from it)"
+                 if folder else "no checkpoint was kept (--checkpoint DIR keeps one)")
+        print(f"cnnlab: interrupted; {where}", file=sys.stderr)
+        return 130
     return 0
 
 

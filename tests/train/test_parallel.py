@@ -492,3 +492,13 @@ def test_a_child_forked_inside_the_blas_limit_keeps_it_without_starting_blas_thr
     depth, threads, ticks = reply.split("|")
     assert (depth, threads) == ("2", "[1]")  # inside the parent's block and its own
     assert int(ticks) <= 2, f"other threads of the child used {ticks} ticks of CPU"
+
+
+def test_a_worker_count_far_above_the_cores_is_capped_with_a_warning(monkeypatch):
+    from cnnlab.train import parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    assert parallel.resolve_workers(3) == 3
+    with pytest.warns(UserWarning, match=r"--threads 200 is more than 2 per available core; "
+                                         r"using 4 \(the weights do not depend on it\)"):
+        assert parallel.resolve_workers(200) == 4

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,7 @@ class Trainer:
             "data": self.config.data, "step": self.step, "history": self.history,
             "train_seconds": self.train_seconds, "optim": optim_plain, "loader": loader_plain,
             "scheduler": _jsonable(self.scheduler.state_dict()) if self.scheduler else None,
+            "shards": self.shards,
         }
         save_checkpoint(path, arrays, metadata)
 
@@ -235,6 +237,13 @@ class Trainer:
                                                  metadata["loader"]))
         if self.scheduler is not None:
             self.scheduler.load_state_dict(metadata["scheduler"])
+        if "shards" not in metadata:
+            # Written when the shard count followed --threads (and so the machine): this
+            # run goes on with the plan of the batch and the model, whatever it had.
+            warnings.warn(f"{path} was written before the shard plan followed the batch and "
+                          f"the model; the run continues with {self.shards} shard(s) per "
+                          f"batch, so it may end on other last bits than the original would "
+                          f"have", UserWarning, stacklevel=2)
         self.step = int(metadata["step"])
         self.history = list(metadata["history"])
         self.train_seconds = float(metadata["train_seconds"])

@@ -186,12 +186,24 @@ def shard_count(samples: int, sample_values: int, batch_independent: bool) -> in
     return 1 << (limit.bit_length() - 1) if limit >= 1 else 1
 
 
+# A few workers per core can still overlap one shard's Python with another's BLAS; more
+# only queue for the cores.
+MAX_WORKERS_PER_CORE = 2
+
+
 def resolve_workers(requested: int) -> int:
     """How many shards may run at once (the trainer's process and its workers); 0 means
     one per available core, or one when BLAS's thread count cannot be held at one (the
     shards' BLAS threads would fight over the cores). The results do not depend on it."""
     if requested == 0:
         return available_cores() if can_limit_blas() else 1
+    cap = MAX_WORKERS_PER_CORE * available_cores()
+    if requested > cap:
+        # More processes than cores only queue for them (issue 13: --threads 200 forked 199).
+        warnings.warn(f"train: --threads {requested} is more than {MAX_WORKERS_PER_CORE} per "
+                      f"available core; using {cap} (the weights do not depend on it)",
+                      UserWarning, stacklevel=2)
+        return cap
     return requested
 
 
