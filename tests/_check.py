@@ -15,7 +15,12 @@ oracle of the fast paths) or torch's (``torch_vjp``). ``torch_conv`` and
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -435,3 +440,18 @@ def torch_conv_transpose_of(case: dict):
     return torch_vjp(lambda x, w, b: torch_conv_transpose(
         x, w, b, request.stride, request.padding, case["output_padding"], request.groups,
         request.dilation))
+
+
+def run_with_address_space(code: str, limit_bytes: int) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python whose address space is capped at ``limit_bytes``
+    (``RLIMIT_AS``; POSIX), with one BLAS thread and this checkout's ``src`` first on the
+    path: a test that a reader or kernel stays within bounded memory."""
+    prelude = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes}))
+    """)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=120)

@@ -6,11 +6,9 @@ a crash."""
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 import subprocess
-import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _check import run_with_address_space
 from cnnlab.data import ImageFolder, limits, read_cifar_batch, read_idx
 from cnnlab.data.builtin import _read_mnist1d_cache
 
@@ -26,19 +25,10 @@ resource = pytest.importorskip("resource")  # POSIX: RLIMIT_AS caps the address 
 # Room for Python, NumPy and Pillow with one BLAS thread, and far below what each hostile
 # file declares (from 6 GiB to petabytes).
 ADDRESS_SPACE_BYTES = 1536 * 2**20
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def run_capped(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh Python whose address space is ADDRESS_SPACE_BYTES."""
-    prelude = textwrap.dedent(f"""
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_BYTES}, {ADDRESS_SPACE_BYTES}))
-    """)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_with_address_space(code, ADDRESS_SPACE_BYTES)
 
 
 def assert_refused(code: str, error: str, pattern: str) -> None:
