@@ -1,8 +1,8 @@
 """cnnlab.signal vs scipy.signal: seconds per call on representative sizes, and --fit.
 
-For a few shapes (a long 1-D signal with a 255-tap filter, a 256x256 image with a 31x31
-kernel, a tiny 8-sample signal with 6 taps) it times ``convolve`` (method 'auto'),
-``fftconvolve`` and ``oaconvolve`` of cnnlab and SciPy, float64, 'full' mode, with the
+For a few shapes (a long 1-D signal with a 255-tap and a 10,000-tap filter, a 256x256
+image with a 31x31 kernel, a tiny 8-sample signal with 6 taps) it times ``convolve``
+(method 'auto' and 'direct'), ``fftconvolve`` and ``oaconvolve`` of cnnlab and SciPy, float64, 'full' mode, with the
 pause / burst / minimum-over-rounds protocol of ``_timing.py``::
 
     python benchmarks/bench_signal.py                       # cnnlab vs SciPy
@@ -61,8 +61,13 @@ CASES = (
     SignalCase("1d-1e5-k255", (100_000,), (255,)),
     SignalCase("2d-256-k31", (256, 256), (31, 31)),
     SignalCase("small-8-k6", (8,), (6,)),
+    # issue 13: the exact direct sum on a long 1-D signal (it took 39 s and 1.1 GiB)
+    SignalCase("1d-1e5-k1e4", (100_000,), (10_000,)),
 )
-FUNCTIONS = ("convolve", "fftconvolve", "oaconvolve")
+# (label, function, keyword arguments)
+FUNCTIONS = (("convolve", "convolve", {}), ("fftconvolve", "fftconvolve", {}),
+             ("oaconvolve", "oaconvolve", {}),
+             ("convolve-direct", "convolve", {"method": "direct"}))
 
 
 def load_module(path: str, name: str = "baseline_signal") -> Any:
@@ -84,9 +89,9 @@ def run_compare(cases: Sequence[SignalCase], protocol: Protocol, baseline: Any |
     rows = []
     for case in cases:
         in1, in2 = case.operands(rng)
-        for function in FUNCTIONS:
+        for function, name_in_lib, options in FUNCTIONS:
             calls: dict[str, Callable[[], Any]] = {
-                name: partial(getattr(lib, function), in1, in2, case.mode)
+                name: partial(getattr(lib, name_in_lib), in1, in2, case.mode, **options)
                 for name, lib in libraries.items()}
             seconds = compare(calls, protocol)
             row = {"case": case.name, "function": function,
@@ -94,7 +99,7 @@ def run_compare(cases: Sequence[SignalCase], protocol: Protocol, baseline: Any |
             rows.append(row)
             ratio = seconds["cnnlab"] / seconds["scipy"]
             times = "  ".join(f"{name} {s * 1e3:9.3f} ms" for name, s in seconds.items())
-            print(f"{case.name:<13} {function:<12} {times}   cnnlab/scipy {ratio:5.2f}x",
+            print(f"{case.name:<13} {function:<15} {times}   cnnlab/scipy {ratio:5.2f}x",
                   flush=True)
     return rows
 
@@ -111,7 +116,6 @@ FIT_CONSTANTS = {
     "fft": ("FFT_LINE_FLOPS_PER_S", "FFT_CONVOLVE_CALL_SECONDS"),
 }
 
-# As in bench_conv.py: fit only where the slower method is within this factor of the faster.
 
 
 def fit_cases() -> list[SignalCase]:
