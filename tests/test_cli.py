@@ -534,3 +534,44 @@ def test_ctrl_c_prints_one_line_saying_where_the_checkpoint_is(capsys, tmp_path,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnlab: interrupted; "), err
     assert (str(tmp_path / "run") in lines[0]) == keep
+
+
+def _damage(metadata: dict, how: str) -> None:
+    if how.startswith("no "):
+        del metadata[how[3:]]
+    elif how == "negative step":
+        metadata["step"] = -40
+    elif how == "string step":
+        metadata["step"] = "2"
+    elif how == "bad rng state":
+        metadata["loader"]["rng_state"]["state"]["state"] = 2**200
+    elif how == "history of numbers":
+        metadata["history"] = [1, 2]
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("no step", r"lacks 'step' in its metadata"),
+    ("no optim", r"lacks 'optim' in its metadata"),
+    ("no loader", r"lacks 'loader' in its metadata"),
+    ("no history", r"lacks 'history' in its metadata"),
+    ("no train_seconds", r"lacks 'train_seconds' in its metadata"),
+    ("no config", r"lacks 'config' in its metadata"),  # resumed with default settings
+    ("negative step", r"is at step -40, which is negative"),  # trained 90, reported 50
+    ("string step", r"has 'step' of type str in its metadata, expected int"),
+    ("bad rng state", r"has a malformed data loader state \(OverflowError"),
+    ("history of numbers", r"has a history that is not a list of records"),
+])
+def test_a_malformed_checkpoint_is_refused_in_one_line_and_left_untouched(capsys, tmp_path,
+                                                                         how, message):
+    """Issue 13, item 8: the whole metadata is checked before anything runs."""
+    folder = tmp_path / "run"
+    _digits_run(capsys, folder, "--steps", "2")
+    path = folder / "checkpoint.safetensors"
+    arrays, metadata = load_checkpoint(path)
+    _damage(metadata, how)
+    save_checkpoint(path, arrays, metadata)
+    before = path.read_bytes()
+    assert_one_line_error(*run(capsys, "train", "--data", "digits", "--model", "cnn",
+                               "--steps", "4", "--no-progress", "--checkpoint", str(folder),
+                               "--resume"), rf"resume: .*checkpoint.safetensors {message}")
+    assert path.read_bytes() == before

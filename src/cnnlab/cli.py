@@ -185,14 +185,16 @@ def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     ``--resume`` alone continues that run exactly as it was set up; a recipe setting given
     and different is refused by the trainer. A checkpoint written before a setting existed
     ran with its default."""
-    from .train.checkpoint import load_checkpoint_metadata
+    from .train.checkpoint import check_run_metadata, load_checkpoint_metadata
     from .train.loop import CHECKPOINT_NAME
     from .train.recipes import RECIPE_FIELDS, saved_setting
 
     path = folder / CHECKPOINT_NAME
     if not path.is_file():
         return settings  # nothing to resume yet: a fresh run
-    saved = load_checkpoint_metadata(path).get("config", {})
+    metadata = load_checkpoint_metadata(path)
+    check_run_metadata(metadata, path, "resume")  # before any setting is taken from it
+    saved = metadata["config"]
     filled = dict(settings)
     # --threads is not carried over: it only says how many shards run at once on this
     # machine (the weights are the same bits for any value), so a smaller machine resuming
@@ -234,13 +236,14 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_eval(args: argparse.Namespace) -> None:
     from .train import evaluate, load_checkpoint
-    from .train.checkpoint import CheckpointError, split_prefix
+    from .train.checkpoint import CheckpointError, check_run_metadata, split_prefix
     from .train.loop import Trainer
     from .train.recipes import TrainConfig
 
     path = Path(args.checkpoint)
     path = path / "checkpoint.safetensors" if path.is_dir() else path
     arrays, metadata = load_checkpoint(path)
+    check_run_metadata(metadata, path, "eval")
     config = TrainConfig(**{**metadata["config"], "progress": False, "resume": False,
                             "checkpoint_dir": None})
     trainer = Trainer(config)

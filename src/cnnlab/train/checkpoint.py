@@ -82,6 +82,43 @@ def _read(path: str | os.PathLike[str], arrays: bool
     return tensors, metadata
 
 
+# What a training run's checkpoint records beside its arrays (Trainer.save), by type.
+RUN_METADATA = {"config": dict, "model": str, "data": str, "step": int, "history": list,
+                "train_seconds": (int, float), "optim": dict, "loader": dict,
+                "scheduler": (dict, type(None))}
+
+
+def check_run_metadata(metadata: dict[str, Any], path: Path | str, fn: str) -> None:
+    """Refuse a training checkpoint whose metadata is not what :class:`Trainer` writes:
+    every :data:`RUN_METADATA` key of its type, a step and a time that are not negative,
+    a history of records, an optional shard count >= 1. One line naming the key; nothing
+    has run yet, and the file is left as it is."""
+    for key, kind in RUN_METADATA.items():
+        if key not in metadata:
+            raise CheckpointError(f"{fn}: {path} lacks {key!r} in its metadata; it is not "
+                                  f"a training checkpoint cnnlab wrote (or it was edited)")
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(f"{fn}: {path} has {key!r} of type {type(value).__name__} "
+                                  f"in its metadata, expected {_type_names(kind)}")
+    if metadata["step"] < 0:
+        raise CheckpointError(f"{fn}: {path} is at step {metadata['step']}, which is negative")
+    seconds = metadata["train_seconds"]
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise CheckpointError(f"{fn}: {path} has train_seconds {seconds!r}, expected a finite "
+                              f"number >= 0")
+    if not all(isinstance(record, dict) for record in metadata["history"]):
+        raise CheckpointError(f"{fn}: {path} has a history that is not a list of records")
+    shards = metadata.get("shards", 1)
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise CheckpointError(f"{fn}: {path} has shards {shards!r}, expected an int >= 1")
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
 def split_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """The arrays whose names start with ``prefix + '.'``, with the prefix removed."""
     head = prefix + "."

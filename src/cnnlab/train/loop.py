@@ -35,6 +35,7 @@ from ..optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 from .checkpoint import (
     CheckpointError,
     atomic_write_bytes,
+    check_run_metadata,
     load_checkpoint,
     save_checkpoint,
     split_prefix,
@@ -216,6 +217,7 @@ class Trainer:
         if path is None or not path.exists():
             return False
         arrays, metadata = load_checkpoint(path)
+        check_run_metadata(metadata, path, "resume")
         for key in ("model", "data"):
             if metadata.get(key) != getattr(self.config, key):
                 raise CheckpointError(
@@ -231,12 +233,18 @@ class Trainer:
         except (ValueError, KeyError) as error:
             raise CheckpointError(f"resume: {path} does not fit this architecture: {error}"
                                   ) from None
-        self.optimizer.load_state_dict(_merge_state(split_prefix(arrays, "optim"),
-                                                    metadata["optim"]))
-        self.loader.load_state_dict(_merge_state(split_prefix(arrays, "data"),
-                                                 metadata["loader"]))
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(metadata["scheduler"])
+        for part, load in (
+                ("optimizer", lambda: self.optimizer.load_state_dict(
+                    _merge_state(split_prefix(arrays, "optim"), metadata["optim"]))),
+                ("data loader", lambda: self.loader.load_state_dict(
+                    _merge_state(split_prefix(arrays, "data"), metadata["loader"]))),
+                ("scheduler", lambda: self.scheduler is not None
+                 and self.scheduler.load_state_dict(metadata["scheduler"]))):
+            try:
+                load()
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
+                raise CheckpointError(f"resume: {path} has a malformed {part} state "
+                                      f"({type(error).__name__}: {error})") from None
         if "shards" not in metadata:
             # Written when the shard count followed --threads (and so the machine): this
             # run goes on with the plan of the batch and the model, whatever it had.
