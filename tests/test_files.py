@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab._files import atomic_write, atomic_write_bytes, default_file_mode
+from cnnlab._files import atomic_write, atomic_write_bytes, default_file_mode, exclusive_folder
 from cnnlab.data import write_idx
 from cnnlab.train import write_metrics
 from cnnlab.train.checkpoint import save_checkpoint
@@ -63,3 +63,46 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(target, fail)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_a_second_run_into_a_locked_folder_gets_one_line_naming_it(tmp_path, capsys):
+    """Issue 13, item 7: two runs into one checkpoint folder each replaced the other's
+    checkpoint; while one holds the folder, the other is refused and writes nothing."""
+    from cnnlab.cli import main
+
+    folder = tmp_path / "run"
+    with exclusive_folder(folder, "train"):
+        code = main(["train", "--data", "digits", "--model", "cnn", "--steps", "2",
+                     "--no-progress", "--checkpoint", str(folder)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"cnnlab: error: train: another run is using {folder}; wait for it to "
+                      f"finish or choose another --checkpoint folder")
+    assert list(folder.iterdir()) == []
+    # once the first run is done, the folder is free again
+    assert main(["train", "--data", "digits", "--model", "cnn", "--steps", "2",
+                 "--no-progress", "--checkpoint", str(folder)]) == 0
+
+
+def test_a_checkpoint_path_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    path = tmp_path / "a-file"
+    path.write_text("mine")
+    code = main(["train", "--data", "digits", "--model", "cnn", "--steps", "2",
+                 "--no-progress", "--checkpoint", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path} is a file; the checkpoint needs a folder" in err
+    assert path.read_text() == "mine"
+
+
+def test_the_portable_lock_takes_over_a_dead_runs_lock_only(tmp_path):
+    from cnnlab._files import FolderInUseError, _take_pid_lock
+
+    lock = tmp_path / ".cnnlab.lock"
+    lock.write_text("999999999")  # no such process: a crashed run's lock
+    _take_pid_lock(lock, tmp_path, "train")
+    assert lock.read_text() == str(os.getpid())
+    with pytest.raises(FolderInUseError, match=rf"another run \(process {os.getpid()}\) is "
+                                               rf"using {tmp_path}"):
+        _take_pid_lock(lock, tmp_path, "train")

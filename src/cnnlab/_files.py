@@ -1,5 +1,6 @@
-"""Writing files atomically: the one writer behind checkpoints, metrics, downloads, datasets,
-report pages and pictures.
+"""Writing files atomically, and one run per output folder: the one writer behind
+checkpoints, metrics, downloads, datasets, report pages and pictures, and the lock a
+training run holds on its checkpoint folder.
 
 A file is written to a temporary name beside its target, flushed to disk and renamed into
 place, so a reader (or a run that is killed half-way) never sees half a file; on any
@@ -10,9 +11,10 @@ file ``mkstemp`` creates is private (``0o600``), and a rename keeps that.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -50,3 +52,83 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     """Write ``payload`` to ``path`` atomically (:func:`atomic_write`)."""
     return atomic_write(path, lambda file: file.write(payload))
+
+
+LOCK_NAME = ".cnnlab.lock"
+
+
+class FolderInUseError(RuntimeError):
+    """Another live process holds the folder's lock (:func:`exclusive_folder`)."""
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike[str], fn: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs.
+
+    Two runs started into one checkpoint folder would each replace the other's checkpoint;
+    the second one gets :class:`FolderInUseError` naming the folder instead. POSIX: an
+    ``flock`` on the folder itself (no file is added to it), released by the system when
+    the process ends, however it ends. Elsewhere: a lock file ``.cnnlab.lock`` is created
+    exclusively with this process's id and removed on exit; one whose process is gone (a
+    crash) is taken over.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{fn}: {folder} is a file; the checkpoint needs a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is not None:
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise FolderInUseError(f"{fn}: another run is using {folder}; wait for it to "
+                                   f"finish or choose another --checkpoint folder") from None
+        try:
+            yield folder
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+        return
+    _take_pid_lock(path, folder, fn)
+    try:
+        yield folder
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _take_pid_lock(path: Path, folder: Path, fn: str) -> None:
+    """The portable fallback of :func:`exclusive_folder`: create ``path`` exclusively with
+    this process's id, taking over one whose process is gone."""
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            owner = path.read_text().strip()
+            if owner.isdigit() and _alive(int(owner)):
+                raise FolderInUseError(f"{fn}: another run (process {owner}) is using "
+                                       f"{folder}; wait for it to finish or choose another "
+                                       f"--checkpoint folder") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(str(os.getpid()))
+        return
+    raise FolderInUseError(f"{fn}: could not take the lock on {folder}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True

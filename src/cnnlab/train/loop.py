@@ -13,6 +13,7 @@ uninterrupted run reaches. A non-finite loss stops the run with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from .._files import exclusive_folder
 from ..autograd import Tensor, grad, no_grad
 from ..data import ArrayDataset, DataLoader, load_dataset
 from ..data.transforms import RandomTranslate
@@ -361,7 +363,9 @@ class Trainer:
         # rounding (see cnnlab.train.parallel), and the shards are the parallelism. A
         # 2-thread BLAS call between steps would also leave OpenBLAS's workers spinning on
         # the cores the shards need: the ten steps after each evaluation ran 30-40% slower.
-        with single_threaded_blas():
+        with single_threaded_blas(), contextlib.ExitStack() as stack:
+            if self.config.checkpoint_dir is not None:  # one run per checkpoint folder
+                stack.enter_context(exclusive_folder(self.config.checkpoint_dir, "train"))
             return self._run()
 
     def _run(self) -> TrainResult:
