@@ -106,3 +106,29 @@ def test_the_portable_lock_takes_over_a_dead_runs_lock_only(tmp_path):
     with pytest.raises(FolderInUseError, match=rf"another run \(process {os.getpid()}\) is "
                                                rf"using {tmp_path}"):
         _take_pid_lock(lock, tmp_path, "train")
+
+
+def test_a_write_removes_orphans_of_killed_writers_but_not_live_ones(tmp_path):
+    """Issue 13, item 11: a writer killed mid-write (kill -9) leaves its temporary file;
+    the next write into the folder removes it, never one a live process is writing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from cnnlab._files import atomic_write
+atomic_write({str(tmp_path / "big.bin")!r}, lambda file: (file.write(b"x"), time.sleep(60)))
+"""])
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob(".big.bin.*.part")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (orphan,) = list(tmp_path.glob(f".big.bin.{writer.pid}.*.part"))
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    live = tmp_path / f".other.bin.{os.getpid()}.abcd1234.part"  # this process: alive
+    live.write_bytes(b"still being written")
+    atomic_write_bytes(tmp_path / "next.bin", b"n")
+    assert not orphan.exists()
+    assert live.exists() and (tmp_path / "next.bin").read_bytes() == b"n"

@@ -4,7 +4,9 @@ training run holds on its checkpoint folder.
 
 A file is written to a temporary name beside its target, flushed to disk and renamed into
 place, so a reader (or a run that is killed half-way) never sees half a file; on any
-exception the temporary file is removed and the target is left as it was. The result gets
+exception the temporary file is removed and the target is left as it was. A temporary file
+carries its writer's pid, and one left by a writer killed mid-write (``kill -9`` runs no
+cleanup) is removed by the next write into that folder. The result gets
 the permissions ``open(path, "w")`` would give it (``0o666`` less the umask): the temporary
 file ``mkstemp`` creates is private (``0o600``), and a rename keeps that.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +38,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    remove_orphans(path.parent)
+    # The writer's pid in the name: a later write can tell an orphan from a live writer's.
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                    suffix=".part")
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -47,6 +53,28 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+# .<target name>.<writer pid>.<mkstemp's random part>.part
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.part$")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write left in ``folder`` (a
+    ``kill -9`` runs no cleanup): those whose writer's pid names no live process. A file a
+    live process is still writing is never touched. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):  # another writer may have removed it first
+                os.remove(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
