@@ -575,3 +575,47 @@ def test_a_malformed_checkpoint_is_refused_in_one_line_and_left_untouched(capsys
                                "--steps", "4", "--no-progress", "--checkpoint", str(folder),
                                "--resume"), rf"resume: .*checkpoint.safetensors {message}")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "digits", "--model", "cnn", "--checkpoint", ""],
+    ["train", "--data", "digits", "--model", "cnn", "--metrics-out", ""],
+    ["demo", "--report", ""],
+    ["eval", "--checkpoint", ""],
+])
+def test_an_empty_path_is_refused_naming_the_flag(capsys, argv):
+    """Issue 13, item 10: an empty path meant the current folder, or nothing, silently."""
+    flag = argv[argv.index("") - 1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be a path, got an empty string" in capsys.readouterr().err
+
+
+def test_an_unwritable_metrics_path_fails_before_the_run(capsys, tmp_path, monkeypatch):
+    from cnnlab.train import Trainer
+
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("the run started"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_one_line_error(*run(capsys, "train", "--data", "digits", "--model", "cnn",
+                               "--steps", "2", "--no-progress", "--metrics-out",
+                               str(blocker / "metrics.json")),
+                          r"train: --metrics-out .*metrics.json cannot be written: "
+                          r".*a-file is not a writable folder")
+    assert_one_line_error(*run(capsys, "train", "--data", "digits", "--model", "cnn",
+                               "--steps", "2", "--no-progress", "--metrics-out",
+                               str(tmp_path)), r"is a folder; it needs a file name")
+
+
+@needs_mnist1d
+def test_an_unwritable_cache_is_a_warning_not_a_failure(capsys, tmp_path, monkeypatch):
+    """The data is generated in memory; only the caching is given up."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("CNNLAB_CACHE", str(blocker / "cache"))
+    code, _, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps", "2",
+                       "--no-progress")
+    assert code == 0, err
+    assert re.search(r"cnnlab: warning: mnist1d: cannot write the cache .*; continuing "
+                     r"without it", err), err

@@ -7,6 +7,7 @@ output sizes and receptive fields of a layer stack (Dumoulin & Visin 2016).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -78,6 +79,27 @@ def seed_value(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
+
+
+def path_value(text: str) -> str:
+    """A path flag's value: not empty (an empty path meant the current folder, silently)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string")
+    return text
+
+
+def check_writable(path: str | Path, flag: str, fn: str) -> None:
+    """Fail now, not after the run, when ``path`` cannot be written: its nearest existing
+    folder must be writable (the missing ones are created then)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{fn}: {flag} {path} is a folder; it needs a file name")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{fn}: {flag} {path} cannot be written: {folder} is not a "
+                         f"writable folder")
 
 
 LAYER_KINDS = ("conv", "pool", "tconv")
@@ -221,6 +243,8 @@ def run_train(args: argparse.Namespace) -> None:
             and Path(args.metrics_out).resolve() == checkpoint.resolve()):
         raise ValueError(f"train: --metrics-out {args.metrics_out} is the run's checkpoint "
                          f"file; writing the metrics there would replace it")
+    if args.metrics_out:
+        check_writable(args.metrics_out, "--metrics-out", "train")
     if config.resume:
         if not checkpoint.is_file():
             print(f"cnnlab: note: nothing to resume: {checkpoint} does not exist; a fresh "
@@ -303,7 +327,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="reshuffle the training set every epoch (--no-shuffle: take it "
                              "in stored order; the default depends on the recipe)")
     parser.add_argument("--seed", type=seed_value, help="random seed (default 0)")
-    parser.add_argument("--checkpoint", metavar="DIR", help="directory for checkpoints")
+    parser.add_argument("--checkpoint", metavar="DIR", type=path_value,
+                        help="directory for checkpoints")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --checkpoint DIR to the weights it would "
@@ -312,7 +337,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                              "different lr, batch size, seed, ... is refused, and "
                              "--epochs/--steps may extend a run without a learning-rate "
                              "schedule")
-    parser.add_argument("--metrics-out", metavar="FILE.json", help="write metrics as JSON")
+    parser.add_argument("--metrics-out", metavar="FILE.json", type=path_value,
+                        help="write metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int,
                         help="differentiate up to this many of a batch's shards at once "
@@ -345,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(train)
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test set",
                               description="Evaluate a checkpoint written by `cnnlab train`.")
-    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH", type=path_value,
                           help="checkpoint file or directory")
     sub.add_parser("models", help="list the models", description="List the models.")
     sub.add_parser("datasets", help="list the datasets and whether they work offline",
@@ -354,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train a CNN against an MLP and show why the CNN wins",
         description="Train an MLP and a CNN on MNIST-1D and on the MNIST 5k subset, print "
                     "a table and write a report folder with learning curves and filters.")
-    demo.add_argument("--report", default="cnnlab-report", metavar="DIR",
+    demo.add_argument("--report", default="cnnlab-report", metavar="DIR", type=path_value,
                       help="report folder (default ./cnnlab-report)")
     demo.add_argument("--seed", type=seed_value, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer steps (a smoke test)")

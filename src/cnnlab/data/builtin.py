@@ -147,11 +147,16 @@ def mnist1d(cache_dir: str | Path | None = None, regenerate: bool = False) -> Sp
     ImportError
         ``mnist1d`` is not installed and nothing is cached (``pip install "cnnlab[train]"``).
     """
-    path = get_cache_dir(cache_dir) / MNIST1D_CACHE_NAME
+    path = get_cache_dir(cache_dir, create=False) / MNIST1D_CACHE_NAME
     arrays = None if regenerate else _read_mnist1d_cache(path)
     if arrays is None:
         arrays = _generate_mnist1d()
-        _write_npz(path, arrays)
+        try:
+            _write_npz(path, arrays)
+        except OSError as error:  # a read-only cache: the data is made in memory anyway
+            reason = error.strerror or error
+            warnings.warn(f"mnist1d: cannot write the cache {path} ({reason}); continuing "
+                          f"without it", RuntimeWarning, stacklevel=2)
     return ArrayDataset(arrays["x"], arrays["y"]), ArrayDataset(arrays["x_test"],
                                                                 arrays["y_test"])
 
