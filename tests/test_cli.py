@@ -619,3 +619,13 @@ def test_an_unwritable_cache_is_a_warning_not_a_failure(capsys, tmp_path, monkey
     assert code == 0, err
     assert re.search(r"cnnlab: warning: mnist1d: cannot write the cache .*; continuing "
                      r"without it", err), err
+
+
+def test_a_diverged_sharded_run_says_so_in_one_line(capsys):
+    """Issue 13, item 20: NumPy's overflow warnings, from every shard, came before the
+    one-line error; the loss's own report is the one line now."""
+    code, out, err = run(capsys, "train", "--data", "digits", "--model", "cnn", "--batch-size",
+                         "1024", "--lr", "1e12", "--steps", "20", "--no-progress",
+                         "--threads", "2")
+    assert_one_line_error(code, out, err, r"train: loss became nan at step \d+ \(try a "
+                                          r"smaller --lr\)")

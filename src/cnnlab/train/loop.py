@@ -363,7 +363,10 @@ class Trainer:
         # rounding (see cnnlab.train.parallel), and the shards are the parallelism. A
         # 2-thread BLAS call between steps would also leave OpenBLAS's workers spinning on
         # the cores the shards need: the ten steps after each evaluation ran 30-40% slower.
-        with single_threaded_blas(), contextlib.ExitStack() as stack:
+        # A step's overflow and NaN are the loss's to report (TrainingDivergedError, one line):
+        # NumPy's warnings from inside it, in every shard, only repeated it (issue 13).
+        with single_threaded_blas(), contextlib.ExitStack() as stack, np.errstate(
+                over="ignore", invalid="ignore", divide="ignore"):
             if self.config.checkpoint_dir is not None:  # one run per checkpoint folder
                 stack.enter_context(exclusive_folder(self.config.checkpoint_dir, "train"))
             return self._run()
