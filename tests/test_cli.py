@@ -629,3 +629,16 @@ def test_a_diverged_sharded_run_says_so_in_one_line(capsys):
                          "--threads", "2")
     assert_one_line_error(code, out, err, r"train: loss became nan at step \d+ \(try a "
                                           r"smaller --lr\)")
+
+
+def test_resume_through_a_dangling_link_is_refused_and_the_link_kept(capsys, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    link = folder / "checkpoint.safetensors"
+    link.symlink_to(tmp_path / "gone.safetensors")
+    assert_one_line_error(*run(capsys, "train", "--data", "digits", "--model", "cnn",
+                               "--steps", "2", "--no-progress", "--checkpoint", str(folder),
+                               "--resume"),
+                          r"train: --resume: .*checkpoint.safetensors is a link to .*gone"
+                          r".safetensors, which does not exist")
+    assert link.is_symlink()

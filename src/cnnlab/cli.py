@@ -246,6 +246,10 @@ def run_train(args: argparse.Namespace) -> None:
     if args.metrics_out:
         check_writable(args.metrics_out, "--metrics-out", "train")
     if config.resume:
+        if checkpoint.is_symlink() and not checkpoint.exists():
+            raise ValueError(f"train: --resume: {checkpoint} is a link to "
+                             f"{os.readlink(checkpoint)}, which does not exist; nothing to "
+                             f"resume, and the link is left as it is")
         if not checkpoint.is_file():
             print(f"cnnlab: note: nothing to resume: {checkpoint} does not exist; a fresh "
                   f"run starts", file=sys.stderr)
