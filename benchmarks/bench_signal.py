@@ -2,8 +2,9 @@
 
 For a few shapes (a long 1-D signal with a 255-tap and a 10,000-tap filter, a 256x256
 image with a 31x31 kernel, a tiny 8-sample signal with 6 taps) it times ``convolve``
-(method 'auto' and 'direct'), ``fftconvolve`` and ``oaconvolve`` of cnnlab and SciPy, float64, 'full' mode, with the
-pause / burst / minimum-over-rounds protocol of ``_timing.py``::
+(method 'auto' and 'direct'), ``fftconvolve`` and ``oaconvolve`` of cnnlab and SciPy,
+float64, 'full' mode, with the pause / burst / minimum-over-rounds protocol of
+``_timing.py``::
 
     python benchmarks/bench_signal.py                       # cnnlab vs SciPy
     python benchmarks/bench_signal.py --baseline old.py     # + an older cnnlab/signal.py

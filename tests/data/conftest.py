@@ -6,27 +6,74 @@ import collections
 import functools
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+DRIP_INTERVAL_S = 0.2  # /drip/ sends one byte this often: never a per-read timeout
+STALL_S = 5.0  # /stall/ goes silent this long after its first byte
+ENDLESS_CHUNK = b"x" * 1024
+
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves ``server.root``; counts GETs per path; ``/truncated/<n>`` lies about its length."""
+    """Serves ``server.root`` and counts GETs per path; misbehaving servers by path prefix.
+
+    - ``/truncated/<n>``: promises 1000 bytes, sends 10 and hangs up.
+    - ``/drip/<n>``: promises ``n`` bytes and sends one every ``DRIP_INTERVAL_S``.
+    - ``/stall/<n>``: promises 10 bytes, sends one, then says nothing for ``STALL_S``.
+    - ``/endless/<n>``: no Content-Length, and a body that never ends.
+    - ``/huge/<n>``: promises 10**12 bytes, sends 10 and hangs up.
+    - ``/nolength/<name>``: the served file ``<name>`` without a Content-Length.
+    """
 
     def do_GET(self) -> None:
         with self.server.lock:
             self.server.counts[self.path] += 1
-        if self.path.startswith("/truncated/"):
-            # Promise more bytes than are sent, then hang up: a transfer cut short.
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            self.wfile.write(b"x" * 10)
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        super().do_GET()
+        prefix = self.path.split("/")[1]
+        try:
+            if prefix in ("truncated", "huge"):
+                # Promise more bytes than are sent, then hang up: a transfer cut short.
+                self._send_head(1000 if prefix == "truncated" else 10**12)
+                self.wfile.write(b"x" * 10)
+            elif prefix == "drip":
+                self._send_head(int(self.path.split("/")[2]))
+                self._drip(int(self.path.split("/")[2]))
+            elif prefix == "stall":
+                self._send_head(10)
+                self.wfile.write(b"x")
+                time.sleep(STALL_S)
+            elif prefix == "endless":
+                self._send_head(None)
+                self._endless()
+            elif prefix == "nolength":
+                self._send_head(None)
+                self.wfile.write((Path(self.directory) / self.path.split("/", 2)[2]).read_bytes())
+            else:
+                super().do_GET()
+                return
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up: as it should
+            pass
+        self.close_connection = True
+
+    def _send_head(self, length: int | None) -> None:
+        """200 and, unless ``length`` is None, a Content-Length (HTTP/1.0: the body then ends
+        when the connection closes)."""
+        self.send_response(200)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.wfile.flush()
+
+    def _drip(self, length: int) -> None:
+        for _ in range(length):
+            self.wfile.write(b"x")
+            time.sleep(DRIP_INTERVAL_S)
+
+    def _endless(self) -> None:
+        stop = time.monotonic() + 30.0  # a safety stop if a client never hangs up
+        while time.monotonic() < stop:
+            self.wfile.write(ENDLESS_CHUNK)
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
