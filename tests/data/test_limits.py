@@ -237,3 +237,22 @@ def test_the_pixel_limit_is_a_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 399)
     with pytest.raises(ValueError, match=r"is 20 x 20 = 400 pixels"):
         ImageFolder(root)[0]
+
+
+# ------------------------------------------------------------------------------------------
+# The same guard on a checkpoint: a safetensors header longer than its file.
+
+
+def test_a_checkpoint_declaring_a_huge_header_is_refused_before_reading_it(tmp_path):
+    from cnnlab.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes((8 * 2**30).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match=r"load_checkpoint: .*checkpoint.safetensors is "
+                                              r"not a readable safetensors checkpoint: it "
+                                              r"declares a safetensors header of "
+                                              r"8,589,934,592 bytes, but its 2 bytes"):
+        load_checkpoint(path)
+    path.write_bytes(b"\x01")
+    with pytest.raises(CheckpointError, match=r"too few for its header length"):
+        load_checkpoint(path)

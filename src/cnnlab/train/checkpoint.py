@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write_bytes
+from ..data.limits import check_declared_bytes, file_size
 
 SCHEMA = "cnnlab.checkpoint/1"
 METADATA_KEY = "cnnlab"
@@ -47,6 +48,26 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     return _read(path, arrays=True)
 
 
+def _check_header_size(source: Path) -> None:
+    """The size guard every reader of a user's file shares (:mod:`cnnlab.data.limits`),
+    on the safetensors header: its declared length (the file's first 8 bytes) must fit in
+    the file before it is read. safetensors checks the tensors' offsets against the file."""
+    with open(source, "rb") as file:
+        prefix = file.read(8)
+    if len(prefix) < 8:
+        raise CheckpointError(f"load_checkpoint: {source} is not a readable safetensors "
+                              f"checkpoint ({len(prefix)} bytes, too few for its header "
+                              f"length)")
+    try:
+        check_declared_bytes(int.from_bytes(prefix, "little"), file_size(source) - 8,
+                             compressed=False, path=source, what="safetensors header",
+                             fn="load_checkpoint")
+    except ValueError as error:  # "<fn>: <path> declares ...": keep what it declares
+        detail = str(error).split(f"{source} ", 1)[-1]
+        raise CheckpointError(f"load_checkpoint: {source} is not a readable safetensors "
+                              f"checkpoint: it {detail}") from None
+
+
 def load_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of a checkpoint written by :func:`save_checkpoint`, without its arrays."""
     return _read(path, arrays=False)[1]
@@ -59,6 +80,7 @@ def _read(path: str | os.PathLike[str], arrays: bool
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"load_checkpoint: no checkpoint file at {source}")
+    _check_header_size(source)
     try:
         with safe_open(str(source), framework="numpy") as file:
             header = file.metadata() or {}
