@@ -207,3 +207,90 @@ def test_load_cifar100_downloads_and_extracts_only_known_members(tmp_path, serve
     assert server.count("cifar-100-python.tar.gz") == 1
     with pytest.raises(ValueError, match=r"label_mode must be one of \('fine', 'coarse'\)"):
         load_cifar100(root, label_mode="medium")
+
+
+class _Calls:
+    """Pickles as ``function(*arguments)``, with an optional ``BUILD`` state after it."""
+
+    def __init__(self, function, arguments, state=None):
+        self.function, self.arguments, self.state = function, arguments, state
+
+    def __reduce__(self):
+        if self.state is None:
+            return (self.function, self.arguments)
+        return (self.function, self.arguments, self.state)
+
+
+def _nested(depth: int) -> list:
+    labels = [0, 0]
+    for _ in range(depth):
+        labels = [labels, labels]  # shared through the memo: 2^depth items, a few bytes each
+    return labels
+
+
+def _hostile_batches():
+    from numpy._core.multiarray import _reconstruct
+
+    empty = np.zeros((0, 3072), np.uint8)
+    field = np.dtype([("x", "u1")])  # a structured dtype: fields at offsets the file names
+    return {
+        "ndarray called": ({b"data": _Calls(np.ndarray, ((10**5, 3072), np.dtype("u1"))),
+                            b"labels": [0]}, "calls numpy.ndarray itself"),
+        "structured dtype": ({b"data": empty, b"labels": np.zeros(3, field)},
+                             "asks for the dtype"),
+        "object array": ({b"data": empty, b"labels": [],
+                          b"junk": _Calls(_reconstruct, (np.ndarray, (0,), b"b"),
+                                          (1, (2**40,), np.dtype("O"), False, []))},
+                         "asks for the dtype"),
+        "nested labels": ({b"data": empty, b"labels": _nested(28)},
+                          "'labels' must be a list of integer class indices, got a list of 2"),
+        "ragged labels": ({b"data": empty, b"labels": [[1], [1, 2]]},
+                          "must be a list of integer class indices"),
+        "huge int label": ({b"data": empty, b"labels": [2**70]},
+                           r"must lie in \[0, 10\), got 1180591620717411303424"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_batches()))
+def test_hostile_batches_are_refused_by_name_in_bounded_memory(tmp_path, name):
+    """The review's findings: each batch built arrays, dtypes or lists the file's bytes do
+    not hold (a segfault, gigabytes, an exponential list); each is refused, naming the file,
+    inside a 1.5 GiB address space."""
+    from _check import run_with_address_space
+
+    batch, message = _hostile_batches()[name]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(batch, protocol=4))
+    assert path.stat().st_size < 2000
+    with pytest.raises((pickle.UnpicklingError, ValueError), match=message):
+        read_cifar_batch(path)
+    result = run_with_address_space(f"""
+        from cnnlab.data import read_cifar_batch
+        try:
+            read_cifar_batch({str(path)!r})
+        except Exception as error:
+            print(type(error).__name__, "|", error)
+    """, 1536 * 2**20)
+    assert result.returncode == 0, result.stderr  # no segfault, no MemoryError traceback
+    kind, _, text = result.stdout.partition(" | ")
+    assert kind in ("UnpicklingError", "ValueError") and "data_batch_1" in text, result.stdout
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x80\x04}r\xff\xff\xff\x7f.",  # a memo slot at 2^31: a 32 GiB table in C's unpickler
+    b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.",  # BINBYTES8 of 1 TiB
+])
+def test_pickle_opcodes_declaring_huge_sizes_allocate_nothing(tmp_path, raw):
+    from _check import run_with_address_space
+
+    path = tmp_path / "batch"
+    path.write_bytes(raw)
+    result = run_with_address_space(f"""
+        from cnnlab.data import read_cifar_batch
+        try:
+            read_cifar_batch({str(path)!r})
+        except Exception as error:
+            print(type(error).__name__, "|", error)
+    """, 1536 * 2**20)
+    assert result.returncode == 0 and "MemoryError" not in result.stdout, result.stdout
+    assert str(path) in result.stdout

@@ -10,10 +10,11 @@ import io
 import math
 import os
 import pickle
+import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -53,7 +54,28 @@ def _numpy_function(new_module: str, old_module: str, name: str) -> Any:
 CIFAR_CLASSES = {"labels": 10, "fine_labels": 100, "coarse_labels": 20}
 
 
-class _CifarUnpickler(pickle.Unpickler):
+# The dtypes a CIFAR batch's arrays have (uint8 images; int labels when they are arrays).
+_SIMPLE_DTYPES = frozenset(np.dtype(code) for code in ("u1", "i1", "i2", "i4", "i8", "u2",
+                                                       "u4", "u8", "b1"))
+# ndarray's pickled state for such a dtype: (version, byte order, subarray, names, fields,
+# element size, alignment, flags): no fields, no subarray, the default size and alignment.
+_SIMPLE_DTYPE_STATE = (None, None, None, -1, -1)
+
+
+class _NdarrayType:
+    """What the global ``numpy.ndarray`` resolves to: the subtype ``_reconstruct`` is given,
+    never a constructor (``ndarray(shape)`` would be uninitialised memory of any size)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError(f"read_cifar_batch: {self.path} calls numpy.ndarray "
+                                     f"itself, which a pickled array never does; refusing "
+                                     f"to load it")
+
+
+class _CifarUnpickler(pickle._Unpickler):
     """Unpickler that resolves only what a pickled numpy array needs, and only as NumPy
     itself pickles an array.
 
@@ -68,8 +90,18 @@ class _CifarUnpickler(pickle.Unpickler):
       file declaring a (2,000,000, 3072) array), and is refused;
     - ``_frombuffer`` (protocol 5) reads a buffer the file holds;
     - ``_codecs.encode`` only re-encodes Python 2 strings as latin-1 (other codecs could
-      grow a string a file names many times over).
+      grow a string a file names many times over);
+    - ``numpy.ndarray`` is not a constructor here (:class:`_NdarrayType`), and ``dtype``
+      builds only the plain dtypes a batch uses, whose pickled state (``BUILD``) may add no
+      fields, offsets or sizes: a forged field at a far offset would read outside memory.
+
+    The pure-Python unpickler runs over the file's bytes in memory (``io.BytesIO``): its
+    memo is a dict, and a length the file declares past its end reads only what is there,
+    so no opcode can make it allocate more than the file holds; and its ``BUILD`` can be
+    checked. A batch is a handful of opcodes around one large byte string.
     """
+
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
         super().__init__(file, encoding="bytes")  # Python 2 str -> bytes, as CIFAR needs
@@ -86,8 +118,8 @@ class _CifarUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"): self._reconstruct,  # (numpy 1, 2)
             ("numpy.core.numeric", "_frombuffer"): self._numpy_frombuffer,  # protocol 5
             ("numpy._core.numeric", "_frombuffer"): self._numpy_frombuffer,
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
+            ("numpy", "ndarray"): _NdarrayType(path),
+            ("numpy", "dtype"): self._dtype,
             ("_codecs", "encode"): self._encode,  # bytes pickled by Python 3 at protocol 2
         }
 
@@ -95,12 +127,38 @@ class _CifarUnpickler(pickle.Unpickler):
         return pickle.UnpicklingError(f"read_cifar_batch: {self._path} {what}; refusing to "
                                       f"load it")
 
+    def _dtype(self, code: Any, align: Any = False, copy: Any = False) -> np.dtype:
+        try:
+            dtype = np.dtype(code) if isinstance(code, (str, bytes)) else None
+        except TypeError:
+            dtype = None
+        if dtype not in _SIMPLE_DTYPES:
+            raise self._refuse(f"asks for the dtype {code!r}; a CIFAR batch holds only "
+                               f"integer and uint8 arrays")
+        return dtype
+
+    def load_build(self) -> None:
+        state, instance = self.stack[-1], self.stack[-2]
+        if isinstance(instance, np.dtype) and not (
+                isinstance(state, tuple) and len(state) == 8
+                and state[2:7] == _SIMPLE_DTYPE_STATE):
+            raise self._refuse("gives a dtype fields, offsets or sizes of its own")
+        if isinstance(instance, np.ndarray) and not (
+                isinstance(state, tuple) and len(state) == 5
+                and isinstance(state[2], np.dtype) and state[2] in _SIMPLE_DTYPES
+                and isinstance(state[4], bytes)):
+            raise self._refuse("fills an array with something other than its own bytes")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not np.ndarray or not isinstance(shape, tuple) or math.prod(shape) != 0:
+        if (not isinstance(subtype, _NdarrayType) or not isinstance(shape, tuple)
+                or math.prod(shape) != 0):
             raise self._refuse(f"reconstructs an array of shape {shape!r} that its own bytes "
                                f"do not fill (NumPy pickles arrays as empty ones filled "
                                f"from the file)")
-        return self._numpy_reconstruct(subtype, shape, dtype)
+        return self._numpy_reconstruct(np.ndarray, shape, dtype)
 
     def _encode(self, text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         if encoding not in ("latin1", "latin-1"):
@@ -155,8 +213,16 @@ def read_cifar_batch(
             f"read_cifar_batch: label_key must be one of {CIFAR_LABEL_KEYS} or None, "
             f"got {label_key!r}"
         )
-    with open(path, "rb") as file:
-        batch = _CifarUnpickler(file, path).load()
+    # The whole file in memory (bounded by its size), so that no length it declares can
+    # make a read allocate more (see _CifarUnpickler).
+    check_declared_bytes(file_size(path), file_size(path), compressed=False, path=path,
+                         what="batch", fn="read_cifar_batch")
+    try:
+        batch = _CifarUnpickler(io.BytesIO(path.read_bytes()), path).load()
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            struct.error, RecursionError) as error:  # a malformed pickle: name the file
+        raise pickle.UnpicklingError(f"read_cifar_batch: {path} is not a readable pickle "
+                                     f"({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict):
         raise ValueError(
             f"read_cifar_batch: {path} holds a {type(batch).__name__}, expected a dict"
@@ -189,19 +255,47 @@ def read_cifar_batch(
 def _cifar_labels(values: Any, label_key: str, path: Path) -> np.ndarray:
     """The batch's class indices as int64 (N,): integers in ``[0, classes)``, else an
     error naming the file and the first offending value."""
-    labels = np.asarray(values)
-    if labels.dtype == object or labels.dtype.kind not in "iu" or labels.ndim != 1:
-        bad = next((v for v in np.ravel(labels) if not isinstance(v, (int, np.integer))
-                    or isinstance(v, bool)), labels.dtype)
-        bad = bad.item() if isinstance(bad, np.generic) else bad
-        raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must be a list of "
-                         f"integer class indices, got {bad!r}")
+    # A list of Python ints, as CIFAR's batches hold, or a 1-D array of a plain integer
+    # dtype; checked before NumPy sees it (a nested list sharing its parts through the
+    # pickle's memo would expand exponentially in np.asarray).
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.dtype not in _SIMPLE_DTYPES or values.dtype.kind == "b":
+            raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must be a list of "
+                             f"integer class indices, got an array of {values.dtype} "
+                             f"{values.shape}")
+        labels = values
+    else:
+        bad = (values if not isinstance(values, list)
+               else next((v for v in values if type(v) is not int), None))
+        if bad is not None:
+            raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must be a list of "
+                             f"integer class indices, got {_short(bad)}")
+        classes = CIFAR_CLASSES[label_key]
+        bad = next((v for v in values if not 0 <= v < classes), None)
+        if bad is not None:
+            raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must lie in [0, "
+                             f"{classes}), got {_short(bad)}")
+        labels = np.array(values, dtype=np.int64)
     classes = CIFAR_CLASSES[label_key]
     outside = (labels < 0) | (labels >= classes)
     if outside.any():
         raise ValueError(f"read_cifar_batch: {path}: {label_key!r} must lie in [0, "
                          f"{classes}), got {labels[outside][0]}")
     return labels.astype(np.int64)
+
+
+def _short(value: Any) -> str:
+    """A short description of a value from a file: a container by its type and length
+    (its repr could be as large as the structure a pickle's memo can build), an int or a
+    float by its repr, anything else by its type."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and abs(value) >= 10**50:
+        return "a huge int"
+    if isinstance(value, (int, float, str, bytes)):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(value).__name__}"
 
 
 def _extract_members(archive: Path, root: Path, members: Sequence[str]) -> None:
