@@ -256,3 +256,38 @@ def test_a_checkpoint_declaring_a_huge_header_is_refused_before_reading_it(tmp_p
     path.write_bytes(b"\x01")
     with pytest.raises(CheckpointError, match=r"too few for its header length"):
         load_checkpoint(path)
+
+
+def test_a_cache_with_damaged_deflate_data_is_regenerated_with_a_warning(tmp_path):
+    """zlib.error escaped as a traceback (the review's finding)."""
+    path = tmp_path / "cache.npz"
+    arrays = {key: np.zeros(shape, np.float32 if key in ("x", "x_test", "t") else np.int64)
+              for key, shape in SHAPES.items()}
+    np.savez_compressed(path, **arrays)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(64)  # inside a member's deflate stream
+    path.write_bytes(bytes(raw))
+    with pytest.warns(RuntimeWarning, match=r"mnist1d: the cache .*cache.npz holds an "
+                                            r"unreadable file .*; regenerating it"):
+        assert _read_mnist1d_cache(path) is None
+
+
+def test_an_image_folder_opens_only_image_formats(tmp_path):
+    """A PostScript file named like a PNG was opened by Pillow's EPS plugin (which runs
+    Ghostscript when it is installed); only the image formats are tried now."""
+    from PIL import UnidentifiedImageError
+
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "x.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 "
+                                              b"10 10\nshowpage\n")
+    with pytest.raises(UnidentifiedImageError, match=r"x\.png"):
+        ImageFolder(tmp_path)[0]
+
+
+def test_idx_with_more_dimensions_than_numpy_is_refused_by_name(tmp_path):
+    path = tmp_path / "deep.idx"
+    path.write_bytes(struct.pack(">HBB", 0, 8, 40) + struct.pack(">40I", *([1] * 40)) + b"x")
+    with pytest.raises(ValueError, match=r"read_idx: .*deep.idx declares 40 dimensions; IDX "
+                                         r"needs at least 1, and NumPy arrays have at most 32"):
+        read_idx(path)

@@ -18,6 +18,7 @@ import io
 import random
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,9 @@ def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
             for key in ("x", "x_test", "t"):
                 if not np.isfinite(arrays[key]).all():
                     problem = f"non-finite values in {key!r}"
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        problem = f"an unreadable file ({error})"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as error:  # damaged, odd compression, encrypted
+        problem = f"an unreadable file ({type(error).__name__}: {error})"
     if problem is not None:
         warnings.warn(f"mnist1d: the cache {path} holds {problem}; regenerating it",
                       RuntimeWarning, stacklevel=3)

@@ -28,9 +28,10 @@ DEFLATE_MAX_RATIO = 1032
 # One array read from a user's file: above every dataset cnnlab trains on (CIFAR-10's
 # training images are 150 MiB) with ample room, and far below a forged header's petabytes.
 MAX_ARRAY_BYTES = 2**33  # 8 GiB
-# One decoded image: 64 Mpx (8192 x 8192), below Pillow's own warning threshold (89 Mpx);
-# image-folder datasets hold far smaller pictures.
-MAX_IMAGE_PIXELS = 2**26
+# One decoded image: 16 Mpx (4096 x 4096). Decoding, converting to float32 and laying out
+# (C, H, W) takes about 12 bytes a pixel at the peak (600 MB here); image-folder datasets
+# hold far smaller pictures.
+MAX_IMAGE_PIXELS = 2**24
 
 
 def check_declared_bytes(declared: int, backing: int, *, compressed: bool, path: Path | str,

@@ -58,17 +58,16 @@ IDX_DTYPES = {
 }
 IDX_CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+IDX_MAX_DIMS = 32  # NumPy 1's limit (NumPy 2 allows 64); datasets use 1 to 4
 
 
 def _open_maybe_gzip(path: Path) -> tuple[io.BufferedIOBase, bool]:
     """The file as a stream of its content (gzip decompressed as read), and whether it is
     gzip: nothing is inflated before the caller asks for it."""
-    file = open(path, "rb")
-    if file.read(2) == GZIP_MAGIC:
-        file.seek(0)
-        return gzip.GzipFile(fileobj=file, mode="rb"), True
-    file.seek(0)
-    return file, False
+    with open(path, "rb") as file:
+        compressed = file.read(2) == GZIP_MAGIC
+    # gzip.open owns the file it opens (GzipFile(fileobj=...) would leave it open)
+    return (gzip.open(path, "rb"), True) if compressed else (open(path, "rb"), False)
 
 
 def _read_at_most(stream: io.BufferedIOBase, count: int, path: Path) -> bytes:
@@ -129,8 +128,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
             raise ValueError(f"read_idx: {path} has unknown IDX type code 0x{code:02X} "
                              f"(expected one of {known})")
-        if ndim == 0:
-            raise ValueError(f"read_idx: {path} declares 0 dimensions; IDX needs at least 1")
+        if not 1 <= ndim <= IDX_MAX_DIMS:
+            raise ValueError(f"read_idx: {path} declares {ndim} dimensions; IDX needs at least "
+                             f"1, and NumPy arrays have at most {IDX_MAX_DIMS}")
         header_bytes = 4 + 4 * ndim
         sizes = _read_at_most(stream, 4 * ndim, path)
         if len(sizes) < 4 * ndim:
@@ -319,6 +319,7 @@ def _mnist_pair(images_path: Path, labels_path: Path) -> ArrayDataset:
 # Image folders: root/<class name>/<any depth>/<image file>, classes sorted by name (the
 # torchvision ImageFolder convention).
 
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm")
 
@@ -401,7 +402,9 @@ class ImageFolder(Dataset):
     def load_image(self, path: str | os.PathLike[str]) -> np.ndarray:
         """One image as ``(C, H, W)`` float32 in [0, 1], converted and resized as set."""
         Image = _pillow()
-        with Image.open(path) as image:
+        # Only the formats an image folder holds: Pillow would otherwise open any file with
+        # any of its plugins, EPS among them (which runs Ghostscript when it is installed).
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
             # The header's size, before anything is decoded (cnnlab.data.limits).
             check_image_pixels(*image.size, path=path, fn="ImageFolder")
             image = image.convert("L" if self.grayscale else "RGB")
