@@ -518,22 +518,30 @@ def test_resuming_a_checkpoint_from_before_fixed_shard_plans_says_what_plan_it_g
     assert "continues with 2 shard(s) per batch" in warnings[0]
 
 
-@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize(("state", "said"), [
+    ("none", "no checkpoint was kept (--checkpoint DIR keeps one)"),
+    ("folder", "no checkpoint was written in {folder} yet"),
+    ("written", "the last checkpoint is {folder}/checkpoint.safetensors (--resume continues "
+                "from it)"),
+])
 def test_ctrl_c_prints_one_line_saying_where_the_checkpoint_is(capsys, tmp_path, monkeypatch,
-                                                               keep):
+                                                               state, said):
     from cnnlab.train import Trainer
 
+    folder = tmp_path / "run"
+
     def interrupted(self):
+        if state == "written":
+            self.save()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "run", interrupted)
-    options = ["--checkpoint", str(tmp_path / "run")] if keep else []
+    options = ["--checkpoint", str(folder)] if state != "none" else []
     code, out, err = run(capsys, "train", "--data", "digits", "--model", "cnn", "--steps",
                          "2", "--no-progress", *options)
     assert code == 130 and "Traceback" not in out + err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cnnlab: interrupted; "), err
-    assert (str(tmp_path / "run") in lines[0]) == keep
+    assert lines == [f"cnnlab: interrupted; {said.format(folder=folder)}"], err
 
 
 def _damage(metadata: dict, how: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab._files import atomic_write, atomic_write_bytes, default_file_mode, exclusive_folder
+from cnnlab._files import _HOST, atomic_write, atomic_write_bytes, exclusive_folder
 from cnnlab.data import write_idx
 from cnnlab.train import write_metrics
 from cnnlab.train.checkpoint import save_checkpoint
@@ -34,7 +34,6 @@ def mode(path: Path) -> int:
 
 def test_every_writer_gives_the_mode_open_would(tmp_path, umask):
     expected = 0o666 & ~umask
-    assert default_file_mode() == expected
     with open(tmp_path / "plain", "w") as file:  # what the user's own programs get
         file.write("x")
     written = [
@@ -124,11 +123,23 @@ atomic_write({str(tmp_path / "big.bin")!r}, lambda file: (file.write(b"x"), time
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob(".big.bin.*.part")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    (orphan,) = list(tmp_path.glob(f".big.bin.{writer.pid}.*.part"))
+    (orphan,) = list(tmp_path.glob(f".big.bin.cnnlab-{_HOST}-{writer.pid}.*.part"))
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    live = tmp_path / f".other.bin.{os.getpid()}.abcd1234.part"  # this process: alive
-    live.write_bytes(b"still being written")
+    live = tmp_path / f".other.bin.cnnlab-{_HOST}-{os.getpid()}.abcd1234.part"  # alive
+    elsewhere = tmp_path / f".other.bin.cnnlab-otherhost-{writer.pid}.abcd1234.part"
+    users = tmp_path / ".notes.12.draft.part"  # a user's own file that looks alike
+    for kept in (live, elsewhere, users):
+        kept.write_bytes(b"not ours to remove")
     atomic_write_bytes(tmp_path / "next.bin", b"n")
     assert not orphan.exists()
-    assert live.exists() and (tmp_path / "next.bin").read_bytes() == b"n"
+    assert live.exists() and elsewhere.exists() and users.exists()
+    assert (tmp_path / "next.bin").read_bytes() == b"n"
+
+
+def test_an_existing_file_keeps_its_mode_as_open_would_keep_it(tmp_path, umask):
+    path = tmp_path / "metrics.json"
+    atomic_write_bytes(path, b"{}")
+    path.chmod(0o600)  # the user's choice
+    atomic_write_bytes(path, b'{"a": 1}')
+    assert mode(path) == 0o600 and path.read_bytes() == b'{"a": 1}'

@@ -5,10 +5,13 @@ training run holds on its checkpoint folder.
 A file is written to a temporary name beside its target, flushed to disk and renamed into
 place, so a reader (or a run that is killed half-way) never sees half a file; on any
 exception the temporary file is removed and the target is left as it was. A temporary file
-carries its writer's pid, and one left by a writer killed mid-write (``kill -9`` runs no
-cleanup) is removed by the next write into that folder. The result gets
-the permissions ``open(path, "w")`` would give it (``0o666`` less the umask): the temporary
-file ``mkstemp`` creates is private (``0o600``), and a rename keeps that.
+names its writer (host and pid), and one left by a writer of this host killed mid-write
+(``kill -9`` runs no cleanup) is removed by the next write into that folder.
+
+The result gets the permissions ``open(path, "w")`` would give it: an existing file keeps
+its mode, a new one gets ``0o666`` less the umask. The temporary file is created with
+``0o666`` so that the kernel applies the umask (``mkstemp``'s files are private, ``0o600``,
+and reading the umask would set it for every thread of the process for a moment).
 """
 
 from __future__ import annotations
@@ -16,17 +19,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
+import secrets
+import socket
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
-
-
-def default_file_mode() -> int:
-    """``0o666`` less the process's umask: the mode ``open(path, "w")`` creates files with."""
-    umask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
@@ -39,15 +37,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(path.parent)
-    # The writer's pid in the name: a later write can tell an orphan from a live writer's.
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                                    suffix=".part")
+    # The writer in the name: a later write can tell an orphan from a live writer's.
+    temp = path.parent / f".{path.name}.{_writer()}.{secrets.token_hex(4)}.part"
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)  # the kernel applies the umask, as open(path, "w") does
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, default_file_mode())
+        with contextlib.suppress(FileNotFoundError):  # an existing file keeps its mode
+            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -55,14 +55,26 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     return path
 
 
-# .<target name>.<writer pid>.<mkstemp's random part>.part
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.part$")
+# This process as a writer: its host (a folder on a network file system or a volume shared
+# by containers is written from other hosts, whose pids mean nothing here) and its pid.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _writer() -> str:
+    """This process as a writer (the pid read at each write: a forked child is another)."""
+    return f"cnnlab-{_HOST}-{os.getpid()}"
+
+
+# .<target name>.cnnlab-<host>-<pid>.<8 hex digits>.part
+_TEMPORARY = re.compile(r"^\..+\.cnnlab-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[0-9a-f]{8}"
+                        r"\.part$")
 
 
 def remove_orphans(folder: Path) -> list[Path]:
     """Remove the temporary files that writers killed mid-write left in ``folder`` (a
-    ``kill -9`` runs no cleanup): those whose writer's pid names no live process. A file a
-    live process is still writing is never touched. Returns what was removed."""
+    ``kill -9`` runs no cleanup): cnnlab's own, written on this host, whose writer's pid
+    names no live process. A file a live process is still writing, another host's, or a
+    user's own ``.part`` file is never touched. Returns what was removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -70,7 +82,7 @@ def remove_orphans(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if match and not _alive(int(match.group(1))):
+        if match and match["host"] == _HOST and not _alive(int(match["pid"])):
             with contextlib.suppress(OSError):  # another writer may have removed it first
                 os.remove(entry.path)
                 removed.append(Path(entry.path))

@@ -402,6 +402,18 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     print(f"cnnlab: warning: {message}", file=sys.stderr)
 
 
+def _where_the_run_stands(args: argparse.Namespace) -> str:
+    """For an interrupted ``train``: where its last checkpoint is, if it wrote one."""
+    if args.command != "train":
+        return ""
+    if not args.checkpoint:
+        return "; no checkpoint was kept (--checkpoint DIR keeps one)"
+    checkpoint = Path(args.checkpoint) / "checkpoint.safetensors"
+    if not checkpoint.is_file():
+        return f"; no checkpoint was written in {args.checkpoint} yet"
+    return f"; the last checkpoint is {checkpoint} (--resume continues from it)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -417,10 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Ctrl-C: one line, not a traceback through the training loop.
-        folder = getattr(args, "checkpoint", None)
-        where = (f"the last checkpoint is in {folder} (--resume continues from it)"
-                 if folder else "no checkpoint was kept (--checkpoint DIR keeps one)")
-        print(f"cnnlab: interrupted; {where}", file=sys.stderr)
+        print(f"cnnlab: interrupted{_where_the_run_stands(args)}", file=sys.stderr)
         return 130
     return 0
 
