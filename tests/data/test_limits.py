@@ -291,3 +291,17 @@ def test_idx_with_more_dimensions_than_numpy_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"read_idx: .*deep.idx declares 40 dimensions; IDX "
                                          r"needs at least 1, and NumPy arrays have at most 32"):
         read_idx(path)
+
+
+@pytest.mark.parametrize(("record", "error"), [("[" * 100_000 + "]" * 100_000, "RecursionError"),
+                                               ("1" * 5_000, "ValueError")])
+def test_a_checkpoint_record_json_cannot_parse_is_a_checkpoint_error(tmp_path, record, error):
+    from safetensors.numpy import save_file
+
+    from cnnlab.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "checkpoint.safetensors"
+    save_file({"w": np.zeros(2, np.float32)}, str(path), metadata={"cnnlab": record})
+    with pytest.raises(CheckpointError, match=rf"has an unreadable cnnlab metadata record "
+                                              rf"\({error}\)"):
+        load_checkpoint(path)

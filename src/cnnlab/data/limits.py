@@ -1,5 +1,6 @@
-"""One size guard for every reader of a file a user brings: a small file cannot make cnnlab
-allocate gigabytes.
+"""One size guard for every reader of a file a user brings: a file cannot make cnnlab
+allocate more than its data can hold (deflate: 1032 times its size), nor more than
+:data:`MAX_ARRAY_BYTES` for one array, whatever it declares.
 
 A file declares sizes (an IDX header's dims, a pickled array's shape, an image's width and
 height, an ``.npz`` member's header) before the data that fills them. A reader checks each

@@ -92,9 +92,12 @@ def _read(path: str | os.PathLike[str], arrays: bool
             f"({type(error).__name__}: {error})") from None
     try:
         metadata = json.loads(header[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError):
+    except KeyError:
         raise CheckpointError(
             f"load_checkpoint: {source} has no cnnlab metadata record") from None
+    except (ValueError, RecursionError) as error:  # bad JSON, an int of 5,000 digits, ...
+        raise CheckpointError(f"load_checkpoint: {source} has an unreadable cnnlab metadata "
+                              f"record ({type(error).__name__})") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("config", {}), dict):
         raise CheckpointError(f"load_checkpoint: {source} has a malformed cnnlab metadata "
                               f"record (expected a JSON object with a 'config' object)")
