@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor
+from . import hooks
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -91,13 +92,54 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", {})
+        # PyTorch's hook registries (cnnlab.nn.hooks), by handle id in registration order.
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
+        object.__setattr__(self, "_backward_hooks", {})
 
     # -- calling ----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}: forward() is not defined")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks:
+            return hooks.call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # -- hooks (cnnlab.nn.hooks) -------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
+        """``hook(module, args)`` before each ``forward``; a return value replaces ``args``.
+
+        >>> from cnnlab.nn import ReLU
+        >>> layer = ReLU()
+        >>> handle = layer.register_forward_pre_hook(lambda module, args: (args[0] * 2,))
+        >>> layer(np.array([-1.0, 3.0])).tolist()
+        [0.0, 6.0]
+        >>> handle.remove()
+        """
+        return hooks.register(self._forward_pre_hooks, hook, type(self).__name__,
+                              "register_forward_pre_hook")
+
+    def register_forward_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
+        """``hook(module, args, output)`` after each ``forward``; a return value replaces the
+        output.
+
+        >>> from cnnlab.nn import ReLU
+        >>> seen = []
+        >>> with ReLU().register_forward_hook(lambda m, args, out: seen.append(out.shape)):
+        ...     pass
+        >>> seen
+        []
+        """
+        return hooks.register(self._forward_hooks, hook, type(self).__name__,
+                              "register_forward_hook")
+
+    def register_full_backward_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
+        """``hook(module, grad_input, grad_output)`` once the gradient with respect to the
+        module's input is known (tuples of arrays); a return value replaces ``grad_input``.
+        """
+        return hooks.register(self._backward_hooks, hook, type(self).__name__,
+                              "register_full_backward_hook")
 
     # -- registration -----------------------------------------------------------------------
     def _registries(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
