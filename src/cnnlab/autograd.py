@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,8 +44,42 @@ def no_grad() -> Iterator[None]:
         _GRAD_MODE.enabled = previous
 
 
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Inside this block ops record a graph, even within :func:`no_grad`; this thread only."""
+    previous, _GRAD_MODE.enabled = _GRAD_MODE.enabled, True
+    try:
+        yield
+    finally:
+        _GRAD_MODE.enabled = previous
+
+
 def is_grad_enabled() -> bool:
     return _GRAD_MODE.enabled
+
+
+OpObserver = Callable[["Tensor", tuple["Tensor", ...], str, dict[str, Any]], None]
+
+
+class _Observer(threading.local):
+    """The callback shown every op the tape records, on this thread (None: no one)."""
+
+    callback: OpObserver | None = None
+
+
+_OBSERVER = _Observer()
+
+
+@contextlib.contextmanager
+def observe_ops(callback: OpObserver) -> Iterator[None]:
+    """Inside this block every op recorded on the tape (an output whose parents need a
+    grad) is also passed to ``callback(output, parents, op, attrs)``, in execution order;
+    this thread only. Outside, recording costs one attribute read per op."""
+    previous, _OBSERVER.callback = _OBSERVER.callback, callback
+    try:
+        yield
+    finally:
+        _OBSERVER.callback = previous
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -101,13 +135,22 @@ class Tensor:
 
     # -- graph construction -------------------------------------------------------------
     @classmethod
-    def from_op(cls, data: np.ndarray, parents: Sequence[Tensor], vjp: VJP) -> Tensor:
-        """Output of an op: records ``parents`` and ``vjp`` when some parent needs a grad."""
+    def from_op(cls, data: np.ndarray, parents: Sequence[Tensor], vjp: VJP, *,
+                op: str = "op", attrs: Mapping[str, Any] | None = None) -> Tensor:
+        """Output of an op: records ``parents`` and ``vjp`` when some parent needs a grad.
+
+        ``op`` names the op and ``attrs`` holds its settings (stride, padding, axis...):
+        the tape keeps neither, but an observer installed by :func:`observe_ops` (the
+        graph capture :func:`cnnlab.analysis.trace`) is shown every recorded op with them.
+        """
         out = cls(data)
         if _GRAD_MODE.enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward = vjp
+            observer = _OBSERVER.callback
+            if observer is not None:
+                observer(out, out._parents, op, dict(attrs) if attrs else {})
         return out
 
     def backward(self, gradient: ArrayLike | None = None) -> None:
@@ -331,7 +374,7 @@ def add(a: ArrayLike, b: ArrayLike) -> Tensor:
     a = as_tensor(a)
     b = tensor_like(b, a)
     return Tensor.from_op(a.data + b.data, (a, b),
-                          lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)))
+                          lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), op="add")
 
 
 def mul(a: ArrayLike, b: ArrayLike) -> Tensor:
@@ -339,16 +382,16 @@ def mul(a: ArrayLike, b: ArrayLike) -> Tensor:
     b = tensor_like(b, a)
     return Tensor.from_op(a.data * b.data, (a, b),
                           lambda g: (unbroadcast(g * b.data, a.shape),
-                                     unbroadcast(g * a.data, b.shape)))
+                                     unbroadcast(g * a.data, b.shape)), op="mul")
 
 
 def neg(a: Tensor) -> Tensor:
-    return Tensor.from_op(-a.data, (a,), lambda g: (-g,))
+    return Tensor.from_op(-a.data, (a,), lambda g: (-g,), op="neg")
 
 
 def reciprocal(a: Tensor) -> Tensor:
     out = 1.0 / a.data
-    return Tensor.from_op(out, (a,), lambda g: (-g * out * out,))
+    return Tensor.from_op(out, (a,), lambda g: (-g * out * out,), op="reciprocal")
 
 
 def power(a: ArrayLike, exponent: ArrayLike) -> Tensor:
@@ -359,29 +402,29 @@ def power(a: ArrayLike, exponent: ArrayLike) -> Tensor:
         out = a.data ** b.data
         return Tensor.from_op(out, (a, b), lambda g: (
             unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape),
-            unbroadcast(g * out * np.log(np.where(a.data > 0, a.data, 1)), b.shape)))
+            unbroadcast(g * out * np.log(np.where(a.data > 0, a.data, 1)), b.shape)), op="pow")
     # A Python float keeps float32 float32 (NumPy's weak scalar rule); np.float64 would not.
     scalar = float(exponent) if np.ndim(exponent) == 0 else np.asarray(exponent, a.dtype)
     out = a.data ** scalar
-    return Tensor.from_op(out, (a,), lambda g: (g * scalar * a.data ** (scalar - 1),))
+    return Tensor.from_op(out, (a,), lambda g: (g * scalar * a.data ** (scalar - 1),), op="pow")
 
 
 def exp(a: Tensor) -> Tensor:
     out = np.exp(a.data)
-    return Tensor.from_op(out, (a,), lambda g: (g * out,))
+    return Tensor.from_op(out, (a,), lambda g: (g * out,), op="exp")
 
 
 def log(a: Tensor) -> Tensor:
-    return Tensor.from_op(np.log(a.data), (a,), lambda g: (g / a.data,))
+    return Tensor.from_op(np.log(a.data), (a,), lambda g: (g / a.data,), op="log")
 
 
 def sqrt(a: Tensor) -> Tensor:
     out = np.sqrt(a.data)
-    return Tensor.from_op(out, (a,), lambda g: (g * 0.5 / out,))
+    return Tensor.from_op(out, (a,), lambda g: (g * 0.5 / out,), op="sqrt")
 
 
 def abs_(a: Tensor) -> Tensor:
-    return Tensor.from_op(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),))
+    return Tensor.from_op(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),), op="abs")
 
 
 def relu(a: Tensor) -> Tensor:
@@ -414,7 +457,7 @@ def where(condition: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
     b = tensor_like(b, a)
     return Tensor.from_op(np.where(cond, a.data, b.data), (a, b),
                           lambda g: (unbroadcast(np.where(cond, g, 0), a.shape),
-                                     unbroadcast(np.where(cond, 0, g), b.shape)))
+                                     unbroadcast(np.where(cond, 0, g), b.shape)), op="where")
 
 
 def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
@@ -424,13 +467,13 @@ def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
     share_a = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(a.dtype, copy=False)
     return Tensor.from_op(np.maximum(a.data, b.data), (a, b),
                           lambda g: (unbroadcast(g * share_a, a.shape),
-                                     unbroadcast(g * (1 - share_a), b.shape)))
+                                     unbroadcast(g * (1 - share_a), b.shape)), op="maximum")
 
 
 def clip(a: Tensor, low: float | None, high: float | None) -> Tensor:
     out = np.clip(a.data, low, high)
     inside = out == a.data
-    return Tensor.from_op(out, (a,), lambda g: (g * inside,))
+    return Tensor.from_op(out, (a,), lambda g: (g * inside,), op="clip")
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,7 +496,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape)
         return ga.reshape(a.shape), gb.reshape(b.shape)
 
-    return Tensor.from_op(a.data @ b.data, (a, b), vjp)
+    return Tensor.from_op(a.data @ b.data, (a, b), vjp, op="matmul")
 
 
 def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: Any, keepdims: bool
@@ -470,7 +513,8 @@ def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: Any, keepdims: 
 def sum_(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
          ) -> Tensor:
     return Tensor.from_op(np.sum(a.data, axis=axis, keepdims=keepdims), (a,),
-                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims),))
+                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims),),
+                          op="sum", attrs={"axis": axis})
 
 
 def mean(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
@@ -478,7 +522,8 @@ def mean(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = 
     out = np.mean(a.data, axis=axis, keepdims=keepdims)
     count = a.data.size / max(np.size(out), 1) if a.data.size else 1
     return Tensor.from_op(out, (a,),
-                          lambda g: (_expand_reduced(g / count, a.shape, axis, keepdims),))
+                          lambda g: (_expand_reduced(g / count, a.shape, axis, keepdims),),
+                          op="mean", attrs={"axis": axis})
 
 
 def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
@@ -488,7 +533,8 @@ def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
     share = (mask / mask.sum(axis=axis, keepdims=True)).astype(a.dtype, copy=False)
     result = out if keepdims else np.squeeze(out, axis=axis)
     return Tensor.from_op(result, (a,),
-                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims) * share,))
+                          lambda g: (_expand_reduced(g, a.shape, axis, keepdims) * share,),
+                          op="max", attrs={"axis": axis})
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,7 +542,8 @@ def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
 
 
 def reshape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
-    return Tensor.from_op(a.data.reshape(shape), (a,), lambda g: (g.reshape(a.shape),))
+    return Tensor.from_op(a.data.reshape(shape), (a,), lambda g: (g.reshape(a.shape),),
+                          op="reshape")
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -511,7 +558,8 @@ def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
         axes = tuple(int(axis) + a.ndim if axis < 0 else int(axis) for axis in axes)
     inverse = None if axes is None else tuple(np.argsort(axes))
     return Tensor.from_op(np.transpose(a.data, axes), (a,),
-                          lambda g: (np.transpose(g, inverse),))
+                          lambda g: (np.transpose(g, inverse),),
+                          op="transpose", attrs={"axes": axes})
 
 
 def getitem(a: Tensor, index: Any) -> Tensor:
@@ -523,20 +571,22 @@ def getitem(a: Tensor, index: Any) -> Tensor:
         np.add.at(full, index, g)
         return (full,)
 
-    return Tensor.from_op(a.data[index], (a,), vjp)
+    return Tensor.from_op(a.data[index], (a,), vjp, op="getitem", attrs={"index": index})
 
 
 def concatenate(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     parts = [as_tensor(t) for t in tensors]
     sizes = np.cumsum([p.shape[axis] for p in parts])[:-1]
     return Tensor.from_op(np.concatenate([p.data for p in parts], axis=axis), parts,
-                          lambda g: tuple(np.split(g, sizes, axis=axis)))
+                          lambda g: tuple(np.split(g, sizes, axis=axis)),
+                          op="concatenate", attrs={"axis": axis})
 
 
 def stack(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     parts = [as_tensor(t) for t in tensors]
     return Tensor.from_op(np.stack([p.data for p in parts], axis=axis), parts,
-                          lambda g: tuple(np.moveaxis(g, axis, 0)))
+                          lambda g: tuple(np.moveaxis(g, axis, 0)),
+                          op="stack", attrs={"axis": axis})
 
 
 def grad(output: Tensor, inputs: Sequence[Tensor], gradient: ArrayLike | None = None

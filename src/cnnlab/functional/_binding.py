@@ -56,8 +56,12 @@ def _float_input(x: Any, fn: str, name: str = "input") -> np.ndarray:
 
 
 def _wrap(out: np.ndarray, inputs: Sequence[Any], vjp: Callable[[np.ndarray], Sequence[Any]],
-          unbatched: bool) -> ArrayOrTensor:
-    """Return ``out`` as an array, or as a Tensor whose VJP is ``vjp`` if any input is one."""
+          unbatched: bool, op: str = "op", attrs: dict[str, Any] | None = None
+          ) -> ArrayOrTensor:
+    """Return ``out`` as an array, or as a Tensor whose VJP is ``vjp`` if any input is one.
+
+    ``op`` and ``attrs`` name the op and its settings for the graph capture
+    (:meth:`cnnlab.Tensor.from_op`); the tape itself keeps only parents and VJPs."""
     if unbatched:
         out = out[0]
     tensors = [t for t in inputs if isinstance(t, Tensor)]
@@ -75,7 +79,7 @@ def _wrap(out: np.ndarray, inputs: Sequence[Any], vjp: Callable[[np.ndarray], Se
             grads[0] = grads[0][0]
         return grads
 
-    return Tensor.from_op(out, parents, batched_vjp)
+    return Tensor.from_op(out, parents, batched_vjp, op=op, attrs=attrs)
 
 
 def _needs(value: Any) -> bool:
@@ -95,9 +99,10 @@ def _batched(x: np.ndarray, spatial_dims: int, fn: str) -> tuple[np.ndarray, boo
 
 
 def _unary_op(out: np.ndarray, x: Any, unbatched: bool,
-              backward: Callable[[np.ndarray], np.ndarray]) -> ArrayOrTensor:
+              backward: Callable[[np.ndarray], np.ndarray], op: str = "op",
+              attrs: dict[str, Any] | None = None) -> ArrayOrTensor:
     """Bind a one-input kernel's output to its VJP ``backward`` (batched grad -> grad)."""
-    return _wrap(out, [x], lambda g: (backward(g),), unbatched)
+    return _wrap(out, [x], lambda g: (backward(g),), unbatched, op, attrs)
 
 
 def _like_input(x: Any, indices: np.ndarray) -> np.ndarray | Tensor:

@@ -28,7 +28,8 @@ def relu(input: ArrayOrTensor) -> ArrayOrTensor:
     [0.0, 0.0, 2.0]
     """
     x = _float_input(input, "relu")
-    return _wrap(kernels.relu(x), [input], lambda g: (kernels.relu_backward(g, x),), False)
+    return _wrap(kernels.relu(x), [input], lambda g: (kernels.relu_backward(g, x),), False,
+                 op="relu")
 
 
 def leaky_relu(input: ArrayOrTensor, negative_slope: float = 0.01) -> ArrayOrTensor:
@@ -49,7 +50,8 @@ def leaky_relu(input: ArrayOrTensor, negative_slope: float = 0.01) -> ArrayOrTen
     """
     x = _float_input(input, "leaky_relu")
     out, slope = kernels.leaky_relu(x, negative_slope)
-    return _wrap(out, [input], lambda g: (kernels.leaky_relu_backward(g, slope),), False)
+    return _wrap(out, [input], lambda g: (kernels.leaky_relu_backward(g, slope),), False,
+                 op="leaky_relu")
 
 
 def gelu(input: ArrayOrTensor, approximate: str = "none") -> ArrayOrTensor:
@@ -73,7 +75,7 @@ def gelu(input: ArrayOrTensor, approximate: str = "none") -> ArrayOrTensor:
     check_choice(approximate, ("none", "tanh"), "approximate", fn)
     x = _float_input(input, fn)
     return _wrap(kernels.gelu(x, approximate), [input],
-                 lambda g: (kernels.gelu_backward(g, x, approximate),), False)
+                 lambda g: (kernels.gelu_backward(g, x, approximate),), False, op="gelu")
 
 
 def sigmoid(input: ArrayOrTensor) -> ArrayOrTensor:
@@ -91,7 +93,7 @@ def sigmoid(input: ArrayOrTensor) -> ArrayOrTensor:
     [0.5, 1.0, 0.0]
     """
     out = kernels.sigmoid(_float_input(input, "sigmoid"))
-    return _wrap(out, [input], lambda g: (kernels.sigmoid_backward(g, out),), False)
+    return _wrap(out, [input], lambda g: (kernels.sigmoid_backward(g, out),), False, op="sigmoid")
 
 
 def tanh(input: ArrayOrTensor) -> ArrayOrTensor:
@@ -109,7 +111,7 @@ def tanh(input: ArrayOrTensor) -> ArrayOrTensor:
     [0.0, 1.0]
     """
     out = np.tanh(_float_input(input, "tanh"))
-    return _wrap(out, [input], lambda g: (kernels.tanh_backward(g, out),), False)
+    return _wrap(out, [input], lambda g: (kernels.tanh_backward(g, out),), False, op="tanh")
 
 
 def softmax(input: ArrayOrTensor, dim: int) -> ArrayOrTensor:
@@ -132,7 +134,8 @@ def softmax(input: ArrayOrTensor, dim: int) -> ArrayOrTensor:
     x = _float_input(input, "softmax")
     axis = check_dim(dim, x.ndim, "softmax")
     out = kernels.softmax(x, axis)
-    return _wrap(out, [input], lambda g: (kernels.softmax_backward(g, out, axis),), False)
+    return _wrap(out, [input], lambda g: (kernels.softmax_backward(g, out, axis),), False,
+                 op="softmax", attrs={"axis": axis})
 
 
 def log_softmax(input: ArrayOrTensor, dim: int) -> ArrayOrTensor:
@@ -153,4 +156,5 @@ def log_softmax(input: ArrayOrTensor, dim: int) -> ArrayOrTensor:
     x = _float_input(input, "log_softmax")
     axis = check_dim(dim, x.ndim, "log_softmax")
     out = kernels.log_softmax(x, axis)
-    return _wrap(out, [input], lambda g: (kernels.log_softmax_backward(g, out, axis),), False)
+    return _wrap(out, [input], lambda g: (kernels.log_softmax_backward(g, out, axis),), False,
+                 op="log_softmax", attrs={"axis": axis})

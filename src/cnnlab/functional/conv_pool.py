@@ -40,7 +40,7 @@ from ._binding import (
     _needs,
     _wrap,
 )
-from .convolution import KEEP_GRID_BYTES, _conv, _conv_operands
+from .convolution import KEEP_GRID_BYTES, _conv, _conv_operands, conv_attrs
 from .pooling import _max_pool
 
 
@@ -137,4 +137,5 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
                                           _needs(x), _needs(weight), _needs(bias))
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
-    return _wrap(out, [x, weight, bias], vjp, unbatched)
+    return _wrap(out, [x, weight, bias], vjp, unbatched, "conv_max_pool",
+                 {**conv_attrs(ConvRequest(ones, pads, ones, int(groups))), "pool_size": pool})

@@ -115,6 +115,13 @@ def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: in
     return x_arr, w_arr, b_arr, spatial_dims, unbatched
 
 
+def conv_attrs(spec: ConvRequest) -> dict[str, Any]:
+    """A convolution's settings as the graph capture records them: ``padding`` holds
+    (lo, hi) per spatial axis, as the engine applied it."""
+    return {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation,
+            "groups": spec.groups, "padding_mode": spec.padding_mode}
+
+
 def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
           groups: int, padding_mode: str, algorithm: str, spatial_dims: int | None, fn: str
           ) -> ArrayOrTensor:
@@ -139,7 +146,7 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
                                       _needs(bias), saved)
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
-    return _wrap(y, [x, weight, bias], vjp, unbatched)
+    return _wrap(y, [x, weight, bias], vjp, unbatched, "conv", conv_attrs(spec))
 
 
 def conv1d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
@@ -251,7 +258,8 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
                                                 _needs(weight), _needs(bias))
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
-    return _wrap(y, [x, weight, bias], vjp, unbatched)
+    return _wrap(y, [x, weight, bias], vjp, unbatched, "conv_transpose",
+                 {**conv_attrs(spec), "output_padding": out_pad})
 
 
 def conv_transpose1d(input: ArrayOrTensor, weight: ArrayOrTensor,

@@ -64,7 +64,7 @@ def linear(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | No
             return grad_x, grad_w
         return grad_x, grad_w, (g2.sum(axis=0) if _needs(bias) else None)
 
-    return _wrap(y.reshape(out_shape), [input, weight, bias], vjp, False)
+    return _wrap(y.reshape(out_shape), [input, weight, bias], vjp, False, "linear")
 
 
 def flatten(input: ArrayOrTensor, start_dim: int = 0, end_dim: int = -1) -> ArrayOrTensor:
@@ -91,4 +91,5 @@ def flatten(input: ArrayOrTensor, start_dim: int = 0, end_dim: int = -1) -> Arra
                          f"({end_dim}) for a {x_arr.ndim}-D input")
     merged = prod(x_arr.shape[start:end + 1])
     out = x_arr.reshape((*x_arr.shape[:start], merged, *x_arr.shape[end + 1:]))
-    return _wrap(out, [input], lambda g: (g.reshape(x_arr.shape),), False)
+    return _wrap(out, [input], lambda g: (g.reshape(x_arr.shape),), False,
+                 op="flatten", attrs={"start_dim": start_dim, "end_dim": end_dim})

@@ -133,7 +133,8 @@ def cross_entropy(
                                               saved)
         return (grad[0] if unbatched else grad,)
 
-    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False)
+    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False,
+                 "cross_entropy")
 
 
 def nll_loss(
@@ -177,7 +178,7 @@ def nll_loss(
                                          weights, reduction, denominator)
         return (grad[0] if unbatched else grad,)
 
-    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False)
+    return _wrap(_batch_out(loss, unbatched, reduction), [input], vjp, False, "nll_loss")
 
 
 def _same_shape(input: np.ndarray, target: np.ndarray, fn: str) -> None:
@@ -214,7 +215,7 @@ def mse_loss(input: ArrayOrTensor, target: ArrayOrTensor, *, reduction: str = "m
         grad = kernels.mse_loss_backward(g, diff, reduction)
         return grad, (-grad if _needs(target) else None)
 
-    return _wrap(out, [input, target], vjp, False)
+    return _wrap(out, [input, target], vjp, False, "mse_loss")
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -266,4 +267,4 @@ def binary_cross_entropy_with_logits(
     out, saved = kernels.binary_cross_entropy_with_logits(x_arr, t_arr, w_arr, p_arr,
                                                           reduction)
     return _wrap(out, [input, target], lambda g: kernels.binary_cross_entropy_with_logits_backward(
-        g, saved, _needs(target)), False)
+        g, saved, _needs(target)), False, op="binary_cross_entropy_with_logits")

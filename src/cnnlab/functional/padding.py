@@ -110,7 +110,8 @@ def pad(input: ArrayOrTensor, pad: Sequence[int], mode: str = "constant", value:
             full[(Ellipsis, *kept)] = pad_backward(g, grow, kernel_mode)
             return (full,)
 
-    return _wrap(out, [input], vjp, False)
+    return _wrap(out, [input], vjp, False, "pad",
+                 {"pad": tuple(int(p) for p in pad), "mode": mode, "value": value})
 
 
 def unfold(input: ArrayOrTensor, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,
@@ -149,7 +150,8 @@ def unfold(input: ArrayOrTensor, kernel_size: IntOrTuple, dilation: IntOrTuple =
     blocks = block_grid(in_spatial, kernel, dilation_t, padding_t, stride_t, fn)
     out = unfold_nd(x_arr, kernel, dilation_t, padding_t, stride_t, blocks)
     return _unary_op(out, input, unbatched, lambda g: fold_nd(
-        g, in_spatial, kernel, dilation_t, padding_t, stride_t, blocks))
+        g, in_spatial, kernel, dilation_t, padding_t, stride_t, blocks), "unfold",
+        {"kernel_size": kernel, "dilation": dilation_t, "padding": padding_t, "stride": stride_t})
 
 
 def fold(input: ArrayOrTensor, output_size: IntOrTuple, kernel_size: IntOrTuple,
@@ -199,4 +201,6 @@ def fold(input: ArrayOrTensor, output_size: IntOrTuple, kernel_size: IntOrTuple,
                          f"of sliding blocks {prod(blocks)} (grid {blocks})")
     out = fold_nd(x_arr, out_spatial, kernel, dilation_t, padding_t, stride_t, blocks)
     return _unary_op(out, input, unbatched, lambda g: unfold_nd(
-        g, kernel, dilation_t, padding_t, stride_t, blocks))
+        g, kernel, dilation_t, padding_t, stride_t, blocks), "fold",
+        {"output_size": out_spatial, "kernel_size": kernel, "dilation": dilation_t,
+         "padding": padding_t, "stride": stride_t})

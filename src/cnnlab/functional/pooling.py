@@ -17,6 +17,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..ops._args import (
     PADDING_MODES,
+    PoolRequest,
     adaptive_output_size,
     check_bool,
     check_choice,
@@ -54,6 +55,13 @@ from ._binding import (
 from .convolution import _conv
 
 
+def pool_attrs(spec: PoolRequest) -> dict[str, Any]:
+    """A fixed-window pooling's settings as the graph capture records them (``padding``:
+    the same on both sides of each axis)."""
+    return {"kernel_size": spec.kernel, "stride": spec.stride, "padding": spec.padding,
+            "dilation": spec.dilation}
+
+
 def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
               ceil_mode: bool, return_indices: bool, spatial_dims: int, fn: str) -> Any:
     x_arr, unbatched = _batched(_float_arrays(fn, input=x)["input"], spatial_dims, fn)
@@ -62,9 +70,10 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     if not check_bool(return_indices, "return_indices", fn):
         out, arg, finite = max_pool_taps(x_arr, spec)
         return _unary_op(out, x, unbatched, lambda g: max_pool_taps_backward(
-            g, out, arg, in_spatial, spec, out_finite=finite))
+            g, out, arg, in_spatial, spec, out_finite=finite), "max_pool", pool_attrs(spec))
     out, indices = max_pool_nd(x_arr, spec)
-    y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial))
+    y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial),
+                  "max_pool", pool_attrs(spec))
     return y, _like_input(x, indices[0] if unbatched else indices)
 
 
@@ -172,7 +181,7 @@ def _avg_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bo
     include = check_bool(count_include_pad, "count_include_pad", fn)
     out = avg_pool_nd(x_arr, spec, include, divisor_override)
     return _unary_op(out, x, unbatched, lambda g: avg_pool_nd_backward(
-        g, in_spatial, spec, include, divisor_override))
+        g, in_spatial, spec, include, divisor_override), "avg_pool", pool_attrs(spec))
 
 
 def avg_pool1d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
@@ -273,7 +282,8 @@ def _lp_pool(x: Any, norm_type: float, kernel_size: Any, stride: Any, ceil_mode:
     x_arr, unbatched = _batched(_float_arrays(fn, input=x)["input"], spatial_dims, fn)
     spec = pool_request(x_arr.shape[2:], kernel_size, stride, 0, 1, ceil_mode, fn)
     out = lp_pool_nd(x_arr, norm, spec)
-    return _unary_op(out, x, unbatched, lambda g: lp_pool_nd_backward(g, x_arr, norm, spec))
+    return _unary_op(out, x, unbatched, lambda g: lp_pool_nd_backward(g, x_arr, norm, spec),
+                     "lp_pool", {**pool_attrs(spec), "norm_type": norm})
 
 
 def lp_pool1d(input: ArrayOrTensor, norm_type: float, kernel_size: IntOrTuple,
@@ -364,9 +374,11 @@ def _adaptive_pool(x: Any, output_size: Any, is_max: bool, return_indices: bool,
     if not is_max:
         out = adaptive_avg_pool_nd(x_arr, out_spatial)
         return _unary_op(out, x, unbatched,
-                         lambda g: adaptive_avg_pool_nd_backward(g, in_spatial))
+                         lambda g: adaptive_avg_pool_nd_backward(g, in_spatial),
+                         "adaptive_avg_pool", {"output_size": out_spatial})
     out, indices = adaptive_max_pool_nd(x_arr, out_spatial)
-    y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial))
+    y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial),
+                  "adaptive_max_pool", {"output_size": out_spatial})
     if not check_bool(return_indices, "return_indices", fn):
         return y
     return y, _like_input(x, indices[0] if unbatched else indices)
@@ -539,7 +551,9 @@ def _max_unpool(x: Any, indices: Any, kernel_size: Any, stride: Any, padding: An
             f"values in [{index_arr.min()}, {index_arr.max()}]"
         )
     out = max_unpool_nd(x_arr, index_arr, out_spatial)
-    return _unary_op(out, x, unbatched, lambda g: max_unpool_nd_backward(g, index_arr))
+    return _unary_op(out, x, unbatched, lambda g: max_unpool_nd_backward(g, index_arr),
+                     "max_unpool", {"kernel_size": kernel, "stride": stride_t,
+                                    "padding": padding_t, "output_size": out_spatial})
 
 
 def max_unpool1d(input: ArrayOrTensor, indices: Any, kernel_size: IntOrTuple,

@@ -102,7 +102,8 @@ def _watch_input(module: Any, args: tuple) -> tuple[tuple, dict[str, Any]]:
                 grad_input = tuple(result)
         return (grad_input[0],)
 
-    watched = Tensor.from_op(args[position].data, [args[position]], vjp)
+    watched = Tensor.from_op(args[position].data, [args[position]], vjp, op="identity",
+                             attrs={"purpose": "backward hook"})
     return (*args[:position], watched, *args[position + 1:]), state
 
 
@@ -121,4 +122,5 @@ def _watch_output(output: Any, state: dict[str, Any], module: Any,
                 hook(module, (None,), state["grad_output"])
         return (g,)
 
-    return Tensor.from_op(output.data, [output], vjp)
+    return Tensor.from_op(output.data, [output], vjp, op="identity",
+                          attrs={"purpose": "backward hook"})
