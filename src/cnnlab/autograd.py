@@ -406,7 +406,8 @@ def power(a: ArrayLike, exponent: ArrayLike) -> Tensor:
     # A Python float keeps float32 float32 (NumPy's weak scalar rule); np.float64 would not.
     scalar = float(exponent) if np.ndim(exponent) == 0 else np.asarray(exponent, a.dtype)
     out = a.data ** scalar
-    return Tensor.from_op(out, (a,), lambda g: (g * scalar * a.data ** (scalar - 1),), op="pow")
+    return Tensor.from_op(out, (a,), lambda g: (g * scalar * a.data ** (scalar - 1),),
+                          op="pow", attrs={"exponent": scalar})
 
 
 def exp(a: Tensor) -> Tensor:
@@ -473,7 +474,8 @@ def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
 def clip(a: Tensor, low: float | None, high: float | None) -> Tensor:
     out = np.clip(a.data, low, high)
     inside = out == a.data
-    return Tensor.from_op(out, (a,), lambda g: (g * inside,), op="clip")
+    return Tensor.from_op(out, (a,), lambda g: (g * inside,), op="clip",
+                          attrs={"low": low, "high": high})
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,7 +516,7 @@ def sum_(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = 
          ) -> Tensor:
     return Tensor.from_op(np.sum(a.data, axis=axis, keepdims=keepdims), (a,),
                           lambda g: (_expand_reduced(g, a.shape, axis, keepdims),),
-                          op="sum", attrs={"axis": axis})
+                          op="sum", attrs={"axis": axis, "keepdims": keepdims})
 
 
 def mean(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
@@ -523,7 +525,7 @@ def mean(a: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = 
     count = a.data.size / max(np.size(out), 1) if a.data.size else 1
     return Tensor.from_op(out, (a,),
                           lambda g: (_expand_reduced(g / count, a.shape, axis, keepdims),),
-                          op="mean", attrs={"axis": axis})
+                          op="mean", attrs={"axis": axis, "keepdims": keepdims})
 
 
 def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
@@ -534,7 +536,7 @@ def amax(a: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
     result = out if keepdims else np.squeeze(out, axis=axis)
     return Tensor.from_op(result, (a,),
                           lambda g: (_expand_reduced(g, a.shape, axis, keepdims) * share,),
-                          op="max", attrs={"axis": axis})
+                          op="max", attrs={"axis": axis, "keepdims": keepdims})
 
 
 # ---------------------------------------------------------------------------------------

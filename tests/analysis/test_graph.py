@@ -168,3 +168,108 @@ def test_wavenet_padding_is_causal_and_dilations_recorded():
     assert dilated == [(1,), (2,), (4,)]
     # The head's F.relu calls are the model's own: no module ran them.
     assert [n.module for n in graph if n.op == "relu"] == ["", ""]
+
+
+def test_an_exception_caught_inside_forward_does_not_shift_module_paths():
+    class Failing(nn.Module):
+        def forward(self, x):
+            _ = x * 2.0
+            raise ValueError("refused")
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bad = Failing()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            try:
+                x = self.bad(x)
+            except ValueError:
+                pass
+            return self.act(x + 1.0)
+
+    graph = trace(Model(), np.ones((1, 1, 4), np.float32))
+    assert [(n.op, n.module) for n in graph] == [("mul", "bad"), ("add", ""), ("relu", "act")]
+
+
+def test_calls_on_other_threads_are_neither_recorded_nor_attributed():
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(nn.Module):
+        def forward(self, x):
+            if threading.current_thread() is threading.main_thread():
+                started.set()
+                release.wait(5)
+            return x * 2.0
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = Slow(), Slow()
+
+        def forward(self, x):
+            return self.a(x) + 1.0
+
+    model = Model()
+    other = threading.Thread(target=lambda: (started.wait(5), model.b(Tensor(
+        np.ones((1, 1, 4), np.float32), requires_grad=True)), release.set()))
+    other.start()
+    graph = trace(model, np.ones((1, 1, 4), np.float32))
+    other.join()
+    assert [(n.op, n.module) for n in graph] == [("mul", "a"), ("add", "")]
+
+
+def test_parameters_named_like_the_reserved_references_stay_parameters():
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.constant = nn.Parameter(np.ones(1, np.float32))
+            self.input = nn.Parameter(np.ones(1, np.float32))
+
+        def forward(self, x):
+            return x * self.constant + self.input
+
+    graph = trace(Model(), np.ones((1, 1, 4), np.float32))
+    assert graph[0].inputs == (INPUT, "constant") and graph[0].params == ("constant",)
+    assert graph[1].params == ("input",)
+    assert len({graph[0], graph[1]}) == 2  # nodes are hashable
+
+
+def test_hooks_ops_belong_to_their_module_and_fusion_stands_aside_only_while_tracing():
+    from cnnlab.autograd import observe_ops
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=np.random.default_rng(0)), nn.MaxPool2d(2))
+    x = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    assert [n.op for n in trace(model, x)] == ["conv", "max_pool"]
+    seen: list[str] = []
+    with observe_ops(lambda out, parents, op, attrs: seen.append(op)):
+        model(Tensor(x, requires_grad=True))
+    assert seen == ["conv_max_pool"]  # the pass is back on after the trace
+    with model[1].register_forward_pre_hook(lambda m, args: (args[0] * 1.0,)):
+        graph = trace(model, x)
+    assert [(n.op, n.module) for n in graph] == [("conv", "0"), ("mul", "1"),
+                                                  ("max_pool", "1")]
+
+
+def test_settings_that_change_the_result_are_in_attrs():
+    from cnnlab import functional as F
+
+    class Model(nn.Module):
+        def forward(self, x):
+            a = F.avg_pool1d(x, 3, 2, padding=1, count_include_pad=False, divisor_override=2)
+            b = F.max_pool1d(x, 3, 2, ceil_mode=True)
+            return (x ** 3.0).sum(axis=1, keepdims=True), F.leaky_relu(a, 0.2), F.gelu(
+                b, approximate="tanh")
+
+    graph = trace(Model(), np.ones((1, 1, 8), np.float32))
+    by_op = {n.op: n.attrs for n in graph}
+    assert by_op["avg_pool"]["count_include_pad"] is False
+    assert by_op["avg_pool"]["divisor_override"] == 2 and by_op["avg_pool"]["padding"] == (1,)
+    assert by_op["max_pool"]["ceil_mode"] is True
+    assert by_op["pow"] == {"exponent": 3.0}
+    assert by_op["sum"] == {"axis": 1, "keepdims": True}
+    assert by_op["leaky_relu"] == {"negative_slope": 0.2}
+    assert by_op["gelu"] == {"approximate": "tanh"}

@@ -5,13 +5,19 @@ residual ``+``, a U-Net's ``concatenate``, LeNet-1989's per-unit biases. The tap
 of them, because every differentiable op builds its output with
 :meth:`cnnlab.Tensor.from_op`. :func:`trace` runs the model once on an example input that
 requires a gradient, and :func:`cnnlab.autograd.observe_ops` shows it each op as it is
-recorded: its name and settings, its inputs, its output's shape. Forward hooks on every
-module say under which module the op ran. This is what ``torch.fx`` gives PyTorch models;
-the analysis functions read models through it.
+recorded: its name and settings, its inputs, its output's shape.
+:func:`cnnlab.nn.hooks.observe_calls` says under which module each op ran (entered and left
+around every module call, also when a ``forward`` raises). Both observers are per thread:
+the model may run on other threads meanwhile, unrecorded. This is what ``torch.fx`` gives
+PyTorch models; the analysis functions read models through it.
+
+The graph is the model as written: the conv + max-pool fusion pass (a speed optimisation
+whose values equal the two layers', :mod:`cnnlab.nn.fusion`) stands aside while a trace
+runs, so a LeNet's convolution and pooling are two nodes, each under its own module.
 
 The capture changes nothing it finds: the model runs in eval mode and each module gets
 back its own mode, parameters get back their ``requires_grad`` and keep their ``.grad``
-(nothing is differentiated), the hooks are removed, and BatchNorm statistics are not
+(nothing is differentiated), no hook is registered, and BatchNorm statistics are not
 updated (eval mode).
 """
 
@@ -24,12 +30,15 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, enable_grad, observe_ops
+from ..nn.hooks import observe_calls
 from ..nn.module import Module
 
-# A reference to a value an op reads: "input" (the example input), "%3" (node 3's
-# output), a parameter's qualified name ("conv1.weight"), or "constant" (any other tensor).
-INPUT = "input"
-CONSTANT = "constant"
+# A reference to a value an op reads: "<input>" (the example input), "%3" (node 3's
+# output), a parameter's qualified name ("conv1.weight"), or "<constant>" (any other
+# tensor). Angle brackets and "%" cannot start an attribute name, so no parameter's name
+# is mistaken for the others.
+INPUT = "<input>"
+CONSTANT = "<constant>"
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,9 @@ class Node:
     argument order; ``attrs`` are its settings (a convolution's ``stride``, ``padding`` as
     (lo, hi) per axis, ``dilation``, ``groups``, ``padding_mode``; a pooling's
     ``kernel_size``...); ``module`` is the qualified name of the innermost module whose
-    ``forward`` ran it ("" for the model itself) and ``module_type`` that module's class.
+    ``forward`` ran it ("" for the model itself; a module registered under two names is
+    reported under the first, as ``named_modules`` lists it; a module the model does not
+    hold counts as its caller) and ``module_type`` that module's class.
     """
 
     index: int
@@ -65,8 +76,10 @@ class Node:
     @property
     def params(self) -> tuple[str, ...]:
         """The parameters among the inputs, by qualified name."""
-        return tuple(ref for ref in self.inputs
-                     if ref not in (INPUT, CONSTANT) and not ref.startswith("%"))
+        return tuple(ref for ref in self.inputs if ref[0] not in "%<")
+
+    def __hash__(self) -> int:  # attrs is a dict: hash what identifies the node
+        return hash((self.index, self.op, self.inputs, self.output_shape, self.module))
 
     def node_inputs(self) -> tuple[int, ...]:
         """Indices of the nodes whose outputs this op reads."""
@@ -152,7 +165,8 @@ def trace(model: Module, example_input: Any) -> Graph:
         Its ``nodes`` in execution order; every reference in a node's ``inputs`` names
         the example input, a parameter, a constant, or an earlier node.
 
-    Backward-hook identity ops (:meth:`~cnnlab.nn.Module.register_full_backward_hook`)
+    The model's own hooks run as usual; backward-hook identity ops
+    (:meth:`~cnnlab.nn.Module.register_full_backward_hook`)
     are left out: they compute nothing, and a reference to one is a reference to its input.
 
     >>> from cnnlab import nn
@@ -166,10 +180,10 @@ def trace(model: Module, example_input: Any) -> Graph:
                         f"{kind.__module__}.{kind.__qualname__} (torch models are read "
                         f"with torch.fx)")
     array = _example_array(example_input)
-    named_modules = list(model.named_modules())
+    named_modules = {id(m): (path, type(m).__name__) for path, m in model.named_modules()}
     param_names = {id(p): name for name, p in model.named_parameters()}
     params = [p for _, p in model.named_parameters()]
-    modes = [(m, m.training) for _, m in named_modules]
+    modes = [(m, m.training) for m in model.modules()]
     grad_flags = [(p, p.requires_grad) for p in params]
 
     x = Tensor(array, requires_grad=True)
@@ -190,29 +204,22 @@ def trace(model: Module, example_input: Any) -> Graph:
         nodes.append(node)
         refs[id(out)] = node.ref
 
-    def enter(path: str, kind: str) -> Any:
-        def pre_hook(_module: Module, _args: Any) -> None:
-            stack.append((path, kind))
-        return pre_hook
+    class Paths:
+        """Keeps ``stack`` at the module whose ``forward`` runs now."""
 
-    def leave(_module: Module, _args: Any, _output: Any) -> None:
-        stack.pop()
+        def enter(self, module: Module) -> None:
+            stack.append(named_modules.get(id(module), stack[-1]))
 
-    handles = []
+        def exit(self, module: Module) -> None:
+            stack.pop()
+
     try:
-        for path, module in named_modules:
-            if path:  # the model itself is the bottom of the stack
-                handles.append(module.register_forward_pre_hook(
-                    enter(path, type(module).__name__)))
-                handles.append(module.register_forward_hook(leave))
         model.eval()
         for p in params:
             p.requires_grad = True  # a frozen parameter's ops are ops too
-        with enable_grad(), observe_ops(observe):
+        with enable_grad(), observe_ops(observe), observe_calls(Paths()):
             output = model(x)
     finally:
-        for handle in handles:
-            handle.remove()
         for module, mode in modes:
             module.training = mode
         for p, flag in grad_flags:

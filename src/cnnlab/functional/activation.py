@@ -51,7 +51,7 @@ def leaky_relu(input: ArrayOrTensor, negative_slope: float = 0.01) -> ArrayOrTen
     x = _float_input(input, "leaky_relu")
     out, slope = kernels.leaky_relu(x, negative_slope)
     return _wrap(out, [input], lambda g: (kernels.leaky_relu_backward(g, slope),), False,
-                 op="leaky_relu")
+                 op="leaky_relu", attrs={"negative_slope": negative_slope})
 
 
 def gelu(input: ArrayOrTensor, approximate: str = "none") -> ArrayOrTensor:
@@ -75,7 +75,8 @@ def gelu(input: ArrayOrTensor, approximate: str = "none") -> ArrayOrTensor:
     check_choice(approximate, ("none", "tanh"), "approximate", fn)
     x = _float_input(input, fn)
     return _wrap(kernels.gelu(x, approximate), [input],
-                 lambda g: (kernels.gelu_backward(g, x, approximate),), False, op="gelu")
+                 lambda g: (kernels.gelu_backward(g, x, approximate),), False, op="gelu",
+                 attrs={"approximate": approximate})
 
 
 def sigmoid(input: ArrayOrTensor) -> ArrayOrTensor:

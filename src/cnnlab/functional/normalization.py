@@ -55,7 +55,8 @@ def dropout(input: ArrayOrTensor, p: float = 0.5, training: bool = True,
     else:
         keep = rng.random(x_arr.shape, dtype=np.float32) >= p
         multiplier = keep * x_arr.dtype.type(1.0 / (1.0 - p))
-    return _wrap(x_arr * multiplier, [input], lambda g: (g * multiplier,), False, op="dropout")
+    return _wrap(x_arr * multiplier, [input], lambda g: (g * multiplier,), False, op="dropout",
+                 attrs={"p": p})
 
 
 def _per_channel(value: Any, channels: int, name: str, fn: str) -> np.ndarray | None:
@@ -130,7 +131,8 @@ def batch_norm(
         grad_x, grad_w, grad_b = kernels.batch_norm_backward(g, saved, _needs(input))
         return _present((grad_x, grad_w, grad_b), (input, weight, bias))
 
-    return _wrap(y, [input, weight, bias], vjp, False, "batch_norm")
+    return _wrap(y, [input, weight, bias], vjp, False, "batch_norm",
+                 {"training": bool(training), "eps": eps})
 
 
 def layer_norm(
@@ -175,4 +177,4 @@ def layer_norm(
         return _present((grad_x, grad_w.reshape(shape), grad_b.reshape(shape)),
                         (input, weight, bias))
 
-    return _wrap(y, [input, weight, bias], vjp, False, "layer_norm")
+    return _wrap(y, [input, weight, bias], vjp, False, "layer_norm", {"eps": eps})

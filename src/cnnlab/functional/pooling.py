@@ -70,10 +70,11 @@ def _max_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     if not check_bool(return_indices, "return_indices", fn):
         out, arg, finite = max_pool_taps(x_arr, spec)
         return _unary_op(out, x, unbatched, lambda g: max_pool_taps_backward(
-            g, out, arg, in_spatial, spec, out_finite=finite), "max_pool", pool_attrs(spec))
+            g, out, arg, in_spatial, spec, out_finite=finite), "max_pool",
+            {**pool_attrs(spec), "ceil_mode": ceil_mode})
     out, indices = max_pool_nd(x_arr, spec)
     y = _unary_op(out, x, unbatched, lambda g: max_pool_nd_backward(g, indices, in_spatial),
-                  "max_pool", pool_attrs(spec))
+                  "max_pool", {**pool_attrs(spec), "ceil_mode": ceil_mode})
     return y, _like_input(x, indices[0] if unbatched else indices)
 
 
@@ -181,7 +182,9 @@ def _avg_pool(x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bo
     include = check_bool(count_include_pad, "count_include_pad", fn)
     out = avg_pool_nd(x_arr, spec, include, divisor_override)
     return _unary_op(out, x, unbatched, lambda g: avg_pool_nd_backward(
-        g, in_spatial, spec, include, divisor_override), "avg_pool", pool_attrs(spec))
+        g, in_spatial, spec, include, divisor_override), "avg_pool",
+        {**pool_attrs(spec), "ceil_mode": ceil_mode, "count_include_pad": include,
+         "divisor_override": divisor_override})
 
 
 def avg_pool1d(input: ArrayOrTensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,

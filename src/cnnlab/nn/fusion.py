@@ -21,6 +21,8 @@ When the pass stands aside, so that a pair runs as its two layers:
 
 - either layer is not the library's own class (a subclass may compute something else) or
   has ``forward`` set on the instance (a patched layer runs its own code);
+- module calls are being observed (:func:`cnnlab.nn.hooks.calls_observed`, during
+  :func:`cnnlab.analysis.trace`): the trace records the layers as written;
 - either layer has hooks registered (:func:`has_hooks`): a hook must see its layer's own
   output, which the fused op never builds;
 - the settings are not the plain ones (convolution stride 1, no dilation, zero padding;
@@ -40,6 +42,7 @@ from typing import Any, NamedTuple
 from .. import functional as F
 from ..ops._args import _is_int, is_default_stride
 from .conv import Conv1d, Conv2d, Conv3d
+from .hooks import calls_observed
 from .module import Module
 from .pooling import MaxPool1d, MaxPool2d, MaxPool3d
 
@@ -103,7 +106,7 @@ def fused_pool_size(conv: Module, pool: Module) -> tuple[int, ...] | None:
     None (the conditions are listed in the module docstring)."""
     if (_FUSABLE.get(type(conv)) is not type(pool)
             or "forward" in vars(conv) or "forward" in vars(pool)
-            or has_hooks(conv) or has_hooks(pool)):
+            or has_hooks(conv) or has_hooks(pool) or calls_observed()):
         return None
     n = conv.spatial_dims
     kernel = _int_tuple(pool.kernel_size, n)

@@ -22,9 +22,11 @@ way in this autograd (each input's gradient would arrive on its own); it gets a 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,6 +61,59 @@ def register(registry: dict[int, Callable[..., Any]], hook: Any, owner: str,
     handle = RemovableHandle(registry)
     registry[handle.id] = hook
     return handle
+
+
+class CallObserver(Protocol):
+    """Told of every module call on its thread (:func:`observe_calls`)."""
+
+    def enter(self, module: Any) -> None: ...
+
+    def exit(self, module: Any) -> None: ...
+
+
+class _Calls(threading.local):
+    observer: CallObserver | None = None
+
+
+_CALLS = _Calls()
+
+
+@contextlib.contextmanager
+def observe_calls(observer: CallObserver) -> Iterator[None]:
+    """Inside this block every module call on this thread runs between
+    ``observer.enter(module)`` and ``observer.exit(module)``, ``exit`` also when ``forward``
+    raises, hooks included (the graph capture's module paths,
+    :func:`cnnlab.analysis.trace`). Other threads are not observed. While it is active the
+    conv + max-pool fusion pass stands aside (:func:`calls_observed`), so every layer's
+    call is seen."""
+    previous, _CALLS.observer = _CALLS.observer, observer
+    try:
+        yield
+    finally:
+        _CALLS.observer = previous
+
+
+def calls_observed() -> bool:
+    """Whether module calls on this thread are being observed (:func:`observe_calls`)."""
+    return _CALLS.observer is not None
+
+
+def call_module(module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """``module(*args, **kwargs)``: ``forward`` with its hooks, told to an observer."""
+    observer = _CALLS.observer
+    if observer is None:
+        return _call(module, args, kwargs)
+    observer.enter(module)
+    try:
+        return _call(module, args, kwargs)
+    finally:
+        observer.exit(module)
+
+
+def _call(module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
+        return call_with_hooks(module, args, kwargs)
+    return module.forward(*args, **kwargs)
 
 
 def call_with_hooks(module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:

@@ -102,9 +102,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}: forward() is not defined")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks:
-            return hooks.call_with_hooks(self, args, kwargs)
-        return self.forward(*args, **kwargs)
+        return hooks.call_module(self, args, kwargs)
 
     # -- hooks (cnnlab.nn.hooks) -------------------------------------------------------------
     def register_forward_pre_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
