@@ -1,9 +1,11 @@
 """Checking the lecture's claims on a model: everything here returns data (NumPy arrays,
 dataclasses with a readable ``__str__`` or ``to_table()``); :mod:`cnnlab.viz` draws it.
 
-So far: :func:`trace`, the graph capture the analysis functions read models through.
+So far: :func:`trace`, the graph capture the analysis functions read models through, and
+:func:`conv_matrix`, a convolution as the sparse matrix it is.
 """
 
 from .graph import CONSTANT, INPUT, Graph, Node, trace
+from .matrix import conv_matrix
 
-__all__ = ["CONSTANT", "INPUT", "Graph", "Node", "trace"]
+__all__ = ["CONSTANT", "INPUT", "Graph", "Node", "conv_matrix", "trace"]

@@ -1,0 +1,102 @@
+"""conv_matrix against the engine's own convolutions (an independent implementation: the
+engine's GEMM/FFT kernels never build this matrix) and against PyTorch's definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from cnnlab import functional as F
+from cnnlab.analysis import conv_matrix
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
+
+CASES = [  # (spatial, c_in, c_out, kernel, settings)
+    ((9,), 2, 3, (3,), {}),
+    ((9,), 2, 4, (3,), {"stride": 2, "padding": 1, "groups": 2}),
+    ((10,), 1, 2, (3,), {"dilation": 3, "padding": "same"}),
+    ((7,), 1, 1, (4,), {"padding": "full"}),
+    ((8,), 1, 2, (3,), {"padding": "causal", "dilation": 2}),
+    ((8,), 3, 3, (3,), {"padding": ((2, 1),), "groups": 3}),
+    ((9,), 1, 1, (3,), {"padding": 4, "padding_mode": "circular"}),
+    ((9,), 2, 1, (5,), {"padding": 2, "padding_mode": "reflect", "stride": 3}),
+    ((6,), 1, 2, (3,), {"padding": (3,), "padding_mode": "replicate"}),
+    ((6, 7), 2, 4, (3, 2), {"stride": (2, 1), "padding": (1, 0)}),
+    ((8, 8), 4, 2, (3, 3), {"padding": "same", "dilation": 2, "groups": 2}),
+    ((5, 6), 1, 3, (3, 3), {"padding": 1, "padding_mode": "circular"}),
+    ((5, 6), 2, 2, (3, 3), {"padding": ((1, 2), (2, 0)), "padding_mode": "reflect"}),
+    ((5, 5), 1, 1, (2, 2), {"padding": 1, "padding_mode": "replicate", "stride": 2}),
+    ((4, 5, 3), 2, 2, (2, 3, 1), {"padding": (1, 1, 0), "stride": (1, 2, 1)}),
+]
+
+
+@pytest.mark.parametrize("spatial, c_in, c_out, kernel, settings", CASES)
+def test_matrix_times_input_is_the_convolution(spatial, c_in, c_out, kernel, settings):
+    rng = np.random.default_rng(len(spatial) + c_in + c_out)
+    groups = settings.get("groups", 1)
+    w = rng.standard_normal((c_out, c_in // groups, *kernel))
+    x = rng.standard_normal((c_in, *spatial))
+    m = conv_matrix(w, (c_in, *spatial), **settings)
+    expected = CONV[len(spatial)](x[None], w, **settings, algorithm="direct")[0]
+    assert isinstance(m, scipy.sparse.csr_matrix) and m.dtype == np.float64
+    assert m.shape == (expected.size, x.size)
+    np.testing.assert_allclose(m @ x.ravel(), expected.ravel(), rtol=1e-12, atol=1e-12)
+
+
+def test_matrix_entries_are_the_lecture_band_of_weights():
+    # 1-D, one channel, no padding: row i holds w at columns i..i+k-1 (Toeplitz band).
+    w = np.array([1.0, -2.0, 3.0])
+    m = conv_matrix(w[None, None], (1, 6)).toarray()
+    expected = np.array([[1, -2, 3, 0, 0, 0], [0, 1, -2, 3, 0, 0],
+                         [0, 0, 1, -2, 3, 0], [0, 0, 0, 1, -2, 3]], float)
+    np.testing.assert_array_equal(m, expected)
+    # circular padding wraps the band around: a circulant matrix.
+    c = conv_matrix(w[None, None], (1, 4), padding=1, padding_mode="circular").toarray()
+    np.testing.assert_array_equal(c, [[-2, 3, 0, 1], [1, -2, 3, 0], [0, 1, -2, 3],
+                                      [3, 0, 1, -2]])
+
+
+@pytest.mark.parametrize("spatial, c_in, c_out, kernel, settings", [
+    ((5,), 2, 3, (3,), {"stride": 2, "padding": 1, "output_padding": 1}),
+    ((4,), 4, 2, (2,), {"stride": 3, "dilation": 2, "groups": 2}),
+    ((3, 4), 2, 2, (3, 2), {"stride": (2, 1), "padding": (1, 0), "output_padding": (1, 0)}),
+])
+def test_transposed_is_the_conv_transpose_and_the_adjoint(spatial, c_in, c_out, kernel,
+                                                            settings):
+    rng = np.random.default_rng(3)
+    groups = settings.get("groups", 1)
+    w = rng.standard_normal((c_in, c_out // groups, *kernel))
+    x = rng.standard_normal((c_in, *spatial))
+    m = conv_matrix(w, (c_in, *spatial), transposed=True, **settings)
+    y = CONV_T[len(spatial)](x[None], w, **settings)[0]
+    np.testing.assert_allclose(m @ x.ravel(), y.ravel(), rtol=1e-12, atol=1e-12)
+    conv_settings = {k: v for k, v in settings.items() if k != "output_padding"}
+    forward = conv_matrix(w, (c_out, *y.shape[1:]), **conv_settings)
+    assert (forward.T != m).nnz == 0  # "the convolution's M.T for matching arguments"
+
+
+def test_weight_sharing_and_sparsity_counts():
+    w = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    m = conv_matrix(w, (1, 8, 8))
+    assert m.nnz == 36 * 9  # 6x6 outputs, 9 taps each, no padding
+    assert set(np.unique(m.data)) == set(range(1, 10))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: conv_matrix(np.ones((2, 3)), (1, 4)), ValueError, "at least 3-D"),
+    (lambda: conv_matrix(np.ones((1, 1, 3)), (1, 4, 4)), ValueError,
+     "input_shape must be .C_in, .spatial. with 1 spatial"),
+    (lambda: conv_matrix(np.ones((1, 1, 3)), (2, 4)), ValueError, "conv_matrix"),
+    (lambda: conv_matrix(np.ones((1, 1, 3)), (1, 4), padding_mode="wrap"), ValueError,
+     "padding_mode"),
+    (lambda: conv_matrix(np.ones((1, 1, 3)), (1, 4), padding=1, padding_mode="circular",
+                         transposed=True), ValueError, "zeros only"),
+    (lambda: conv_matrix(np.ones((1, 1, 3)), (1, 4), output_padding=1), ValueError,
+     "transposed=True only"),
+    (lambda: conv_matrix(np.ones((1, 1, 3), np.float16), (1, 4)), TypeError, "float16"),
+])
+def test_bad_arguments_name_the_function(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
