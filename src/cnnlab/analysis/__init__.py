@@ -2,10 +2,12 @@
 dataclasses with a readable ``__str__`` or ``to_table()``); :mod:`cnnlab.viz` draws it.
 
 So far: :func:`trace`, the graph capture the analysis functions read models through, and
-:func:`conv_matrix`, a convolution as the sparse matrix it is.
+:func:`conv_matrix`, a convolution as the sparse matrix it is, and :func:`parameter_table`.
 """
 
 from .graph import CONSTANT, INPUT, Graph, Node, trace
 from .matrix import conv_matrix
+from .parameters import ParameterRow, ParameterTable, parameter_table
 
-__all__ = ["CONSTANT", "INPUT", "Graph", "Node", "conv_matrix", "trace"]
+__all__ = ["CONSTANT", "INPUT", "Graph", "Node", "ParameterRow", "ParameterTable", "conv_matrix",
+           "parameter_table", "trace"]

@@ -91,12 +91,22 @@ class Graph:
     """The ops of one forward pass in execution order (:func:`trace`).
 
     ``input_shape`` is the example input's shape (batch axis included); ``outputs`` are
-    references to the values the model returned, in the order it returned them.
+    references to the values the model returned, in the order it returned them;
+    ``parameter_shapes`` maps each parameter's qualified name to its shape.
     """
 
     nodes: tuple[Node, ...]
     input_shape: tuple[int, ...]
     outputs: tuple[str, ...]
+    parameter_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def shape_of(self, ref: str) -> tuple[int, ...] | None:
+        """The shape of the value ``ref`` names (None for a constant)."""
+        if ref == INPUT:
+            return self.input_shape
+        if ref.startswith("%"):
+            return self.nodes[int(ref[1:])].output_shape
+        return self.parameter_shapes.get(ref)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
@@ -226,4 +236,5 @@ def trace(model: Module, example_input: Any) -> Graph:
             p.requires_grad = flag
     outputs = tuple(refs.get(id(t), CONSTANT) if isinstance(t, Tensor) else CONSTANT
                     for t in _flat_tensors(output))
-    return Graph(tuple(nodes), tuple(array.shape), outputs)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    return Graph(tuple(nodes), tuple(array.shape), outputs, shapes)
