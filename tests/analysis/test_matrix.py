@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse
 
 from cnnlab import functional as F
-from cnnlab.analysis import conv_matrix
+from cnnlab.analysis import conv_matrix, conv_matrix_stats
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
@@ -100,3 +100,52 @@ def test_weight_sharing_and_sparsity_counts():
 def test_bad_arguments_name_the_function(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_stats_count_sparsity_and_weight_sharing():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 1, 5, 5))
+    s = conv_matrix_stats(w, (1, 28, 28), padding=2)
+    assert s.shape == (6 * 28 * 28, 28 * 28)
+    assert s.dense_params == 6 * 28 * 28 * 28 * 28 and s.weight_params == 150
+    assert s.distinct_values == 150  # 3.7 million entries, 150 values: the shared weights
+    # Each output reads 25 inputs, less the ones in the zero border: 28^2*25 - border.
+    full_taps = np.convolve(np.ones(28), np.ones(5), mode="same")
+    assert s.nonzeros == 6 * int(np.outer(full_taps, full_taps).sum())
+    assert "nonzeros" in str(s)
+
+
+def test_circular_convolution_eigenvalues_are_the_kernels_dft():
+    w = np.array([[[0.5, -1.0, 2.0, 0.25]]])
+    s = conv_matrix_stats(w, (1, 12), padding=((1, 2),), padding_mode="circular")
+    assert s.dft_error < 1e-13
+    # Independently of the DFT: the circulant's eigenvalues, by LAPACK.
+    found = np.linalg.eigvals(conv_matrix(w, (1, 12), padding=((1, 2),),
+                                          padding_mode="circular").toarray())
+    lam = s.eigenvalues[0, 0]
+    assert max(np.abs(found[:, None] - lam[None, :]).min(axis=1)) < 1e-12
+    assert max(np.abs(lam[:, None] - found[None, :]).min(axis=1)) < 1e-12
+
+
+def test_several_channels_are_block_diagonal_per_frequency():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 2, 3, 2))
+    x = rng.standard_normal((4, 6, 5))
+    settings = {"padding": "same", "padding_mode": "circular", "groups": 2,
+                "dilation": (1, 2)}
+    s = conv_matrix_stats(w, x.shape, **settings)
+    assert s.dft_error < 1e-13
+    # The convolution theorem per frequency, against the engine's own convolution.
+    y = F.conv2d(x[None], w, **settings)[0]
+    x_hat = np.fft.fftn(x, axes=(1, 2))
+    y_hat = np.einsum("oixy,ixy->oxy", s.eigenvalues, x_hat)
+    np.testing.assert_allclose(np.fft.ifftn(y_hat, axes=(1, 2)).real, y, atol=1e-12)
+
+
+def test_zero_padding_and_strides_break_the_diagonal_form():
+    w = np.random.default_rng(2).standard_normal((2, 2, 3, 3))
+    assert conv_matrix_stats(w, (2, 6, 6), padding=1).dft_error > 0.05  # the border
+    strided = conv_matrix_stats(w, (2, 6, 6), padding=1, padding_mode="circular", stride=2)
+    assert strided.dft_error is None and "stride-1" in strided.dft_reason
+    valid = conv_matrix_stats(w, (2, 6, 6))
+    assert valid.dft_error is None and "grid" in valid.dft_reason

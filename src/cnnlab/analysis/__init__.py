@@ -6,8 +6,8 @@ So far: :func:`trace`, the graph capture the analysis functions read models thro
 """
 
 from .graph import CONSTANT, INPUT, Graph, Node, trace
-from .matrix import conv_matrix
+from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
 from .parameters import ParameterRow, ParameterTable, parameter_table
 
-__all__ = ["CONSTANT", "INPUT", "Graph", "Node", "ParameterRow", "ParameterTable", "conv_matrix",
-           "parameter_table", "trace"]
+__all__ = ["CONSTANT", "INPUT", "ConvMatrixStats", "Graph", "Node", "ParameterRow",
+           "ParameterTable", "conv_matrix", "conv_matrix_stats", "parameter_table", "trace"]

@@ -15,6 +15,7 @@ The entries are built with NumPy broadcasting over (output position, tap) per ax
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -170,3 +171,119 @@ def conv_matrix(weight: Any, input_shape: Sequence[int], *, stride: Any = 1,
     out_spatial = checked_conv_output_shape(shape[1:], kernel, stride_t, pads, dilation_t, fn)
     return _matrix(w, shape, stride_t, pads, dilation_t, int(groups), padding_mode,
                    tuple(out_spatial))
+
+
+# The dense check below builds F M F^H as a dense complex array: at most this many entries.
+MAX_DENSE_ENTRIES = 1 << 24
+
+
+@dataclass(frozen=True)
+class ConvMatrixStats:
+    """What :func:`conv_matrix_stats` measures of one convolution's matrix ``M``.
+
+    ``shape``, ``nonzeros`` and ``distinct_values`` (weight sharing: at most the weight's
+    size however large ``M`` is); ``weight_params``, the convolution's weights;
+    ``dense_params``, the entries of a dense layer with the same input and output sizes
+    (``M``'s own shape). ``dft_error`` (None with ``dft_reason`` where it does not apply):
+    with ``F`` the unitary DFT of the spatial axes, the largest entry of
+    ``F M F^H - Lambda`` relative to the largest of ``Lambda``, where ``Lambda`` is
+    block-diagonal per frequency, block ``w`` holding ``eigenvalues[:, :, w]``, the kernel's
+    DFT for each (C_out, C_in) pair. It is 0 to rounding for circular padding at stride 1,
+    and large where zero padding breaks the circulant structure.
+    """
+
+    shape: tuple[int, int]
+    nonzeros: int
+    distinct_values: int
+    weight_params: int
+    dense_params: int
+    dft_error: float | None
+    dft_reason: str
+    eigenvalues: np.ndarray | None = field(default=None, repr=False)
+
+    def to_table(self) -> str:
+        rows = [("matrix shape", f"{self.shape[0]:,} x {self.shape[1]:,}"),
+                ("nonzeros", f"{self.nonzeros:,}"),
+                ("distinct values", f"{self.distinct_values:,}"),
+                ("weights", f"{self.weight_params:,}"),
+                ("dense layer parameters", f"{self.dense_params:,}"),
+                ("DFT diagonalisation error",
+                 f"{self.dft_error:.3g}" if self.dft_error is not None else self.dft_reason)]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+
+def _kernel_eigenvalues(w: np.ndarray, c_in: int, groups: int, spatial: tuple[int, ...],
+                        dilation: tuple[int, ...], pads_lo: tuple[int, ...]) -> np.ndarray:
+    """(C_out, C_in, *spatial) complex: lambda[co, ci, w] = sum_k weight[co, ci, k]
+    exp(+2 pi i w . (k * dilation - pad_lo) / n), the eigenvalue of the circulant block
+    (co, ci) for the Fourier mode exp(2 pi i w . j / n)."""
+    c_out, c_in_group = w.shape[:2]
+    full = np.zeros((c_out, c_in, *w.shape[2:]), w.dtype)
+    per_group = c_out // groups
+    for g in range(groups):  # a grouped weight is block-diagonal over channels
+        full[g * per_group:(g + 1) * per_group, g * c_in_group:(g + 1) * c_in_group] = \
+            w[g * per_group:(g + 1) * per_group]
+    h = np.zeros((c_out, c_in, *spatial), np.float64)
+    taps = np.indices(w.shape[2:]).reshape(len(spatial), -1).T
+    for tap in taps:  # a few taps: place each at its offset modulo n
+        where = tuple((t * d - lo) % n for t, d, lo, n in zip(tap, dilation, pads_lo, spatial))
+        h[(Ellipsis, *where)] += full[(Ellipsis, *tap)]
+    axes = tuple(range(2, 2 + len(spatial)))
+    return np.fft.ifftn(h, axes=axes) * prod(spatial)
+
+
+def conv_matrix_stats(weight: Any, input_shape: Sequence[int], *, stride: Any = 1,
+                      padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                      padding_mode: str = "zeros", transposed: bool = False,
+                      output_padding: Any = 0) -> ConvMatrixStats:
+    """Sparsity, weight sharing and the DFT's diagonalisation of :func:`conv_matrix`'s
+    matrix (same arguments).
+
+    >>> s = conv_matrix_stats(np.array([[[1.0, 2.0, 3.0]]]), (1, 8), padding=1,
+    ...                       padding_mode="circular")
+    >>> s.nonzeros, s.distinct_values, s.dense_params, s.dft_error < 1e-12
+    (24, 3, 64, True)
+    """
+    matrix = conv_matrix(weight, input_shape, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, padding_mode=padding_mode,
+                         transposed=transposed, output_padding=output_padding)
+    w = _weight_array(weight, "conv_matrix_stats")
+    d = w.ndim - 2
+    shape = tuple(int(n) for n in input_shape)
+    spatial = shape[1:]
+    c_in, c_out = shape[0], matrix.shape[0] // prod(spatial) if prod(spatial) else 0
+    stride_t = to_tuple(stride, d, "stride", "conv_matrix_stats")
+    reason, error, eigen = "", None, None
+    if transposed:
+        reason = "not computed for a transposed convolution"
+    elif any(s != 1 for s in stride_t):
+        reason = "the DFT diagonalises a stride-1 convolution only"
+    elif matrix.shape[0] != c_out * prod(spatial) or c_out != w.shape[0]:
+        reason = "the output grid differs from the input grid"
+    elif matrix.shape[0] * matrix.shape[1] > MAX_DENSE_ENTRIES:
+        reason = f"too large for the dense check (over {MAX_DENSE_ENTRIES:,} entries)"
+    else:
+        dilation_t = to_tuple(dilation, d, "dilation", "conv_matrix_stats")
+        pads = conv_padding(padding, spatial, w.shape[2:], stride_t, dilation_t,
+                            "conv_matrix_stats")
+        eigen = _kernel_eigenvalues(w, c_in, int(groups), spatial, dilation_t,
+                                    tuple(lo for lo, _ in pads))
+        dense = matrix.toarray().reshape(c_out, *spatial, c_in, *spatial)
+        out_axes = tuple(range(1, 1 + d))
+        in_axes = tuple(range(2 + d, 2 + 2 * d))
+        # F M F^H: the unitary DFT over the output axes, its inverse over the input axes.
+        rotated = np.fft.fftn(np.fft.ifftn(dense, axes=in_axes, norm="ortho"), axes=out_axes,
+                              norm="ortho")
+        expected = np.zeros_like(rotated)
+        freqs = tuple(np.indices(spatial).reshape(d, -1))  # every frequency, both sides
+        expected[(slice(None), *freqs, slice(None), *freqs)] = np.moveaxis(
+            eigen[(slice(None), slice(None), *freqs)], -1, 0)
+        scale = max(float(np.abs(eigen).max()), np.finfo(np.float64).tiny)
+        error = float(np.abs(rotated - expected).max()) / scale
+    return ConvMatrixStats(tuple(matrix.shape), int(matrix.nnz),
+                           int(np.unique(matrix.data).size), int(w.size),
+                           int(matrix.shape[0] * matrix.shape[1]), error, reason, eigen)
