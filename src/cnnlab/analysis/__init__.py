@@ -2,12 +2,15 @@
 dataclasses with a readable ``__str__`` or ``to_table()``); :mod:`cnnlab.viz` draws it.
 
 So far: :func:`trace`, the graph capture the analysis functions read models through, and
-:func:`conv_matrix`, a convolution as the sparse matrix it is, and :func:`parameter_table`.
+:func:`conv_matrix`, a convolution as the sparse matrix it is, and :func:`parameter_table`;
+:func:`periodic_convolution` and :func:`frequency_response`, the continuous picture.
 """
 
+from .continuous import FrequencyResponse, frequency_response, periodic_convolution
 from .graph import CONSTANT, INPUT, Graph, Node, trace
 from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
 from .parameters import ParameterRow, ParameterTable, parameter_table
 
-__all__ = ["CONSTANT", "INPUT", "ConvMatrixStats", "Graph", "Node", "ParameterRow",
-           "ParameterTable", "conv_matrix", "conv_matrix_stats", "parameter_table", "trace"]
+__all__ = ["CONSTANT", "INPUT", "ConvMatrixStats", "FrequencyResponse", "Graph", "Node",
+           "ParameterRow", "ParameterTable", "conv_matrix", "conv_matrix_stats",
+           "frequency_response", "parameter_table", "periodic_convolution", "trace"]
