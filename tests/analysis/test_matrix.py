@@ -149,3 +149,10 @@ def test_zero_padding_and_strides_break_the_diagonal_form():
     assert strided.dft_error is None and "stride-1" in strided.dft_reason
     valid = conv_matrix_stats(w, (2, 6, 6))
     assert valid.dft_error is None and "grid" in valid.dft_reason
+    # As many outputs as inputs, on another grid: (6, 5) -> (5, 6) is no circulant.
+    swapped = conv_matrix_stats(np.ones((1, 1, 2, 2)), (1, 6, 5), padding=((0, 0), (1, 1)))
+    assert swapped.dft_error is None and "(5, 6) differs" in swapped.dft_reason
+
+
+def test_a_zero_output_padding_tuple_is_no_output_padding():
+    assert conv_matrix(np.ones((1, 1, 3)), (1, 4), output_padding=(0,)).shape == (2, 4)

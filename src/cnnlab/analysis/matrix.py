@@ -161,7 +161,7 @@ def conv_matrix(weight: Any, input_shape: Sequence[int], *, stride: Any = 1,
         conv_input = (w.shape[1] * int(groups), *out_spatial)
         return _matrix(w, conv_input, stride_t, pads, dilation_t, int(groups), "zeros",
                        tuple(shape[1:])).T.tocsr()
-    if output_padding != 0:
+    if any(to_tuple(output_padding, d, "output_padding", fn, minimum=0)):
         raise ValueError(f"{fn}: output_padding applies to transposed=True only, got "
                          f"{output_padding!r}")
     check_conv_operands((1, *shape), w.shape, None, groups, fn)
@@ -255,24 +255,28 @@ def conv_matrix_stats(weight: Any, input_shape: Sequence[int], *, stride: Any = 
     d = w.ndim - 2
     shape = tuple(int(n) for n in input_shape)
     spatial = shape[1:]
-    c_in, c_out = shape[0], matrix.shape[0] // prod(spatial) if prod(spatial) else 0
+    c_in = shape[0]
     stride_t = to_tuple(stride, d, "stride", "conv_matrix_stats")
+    dilation_t = to_tuple(dilation, d, "dilation", "conv_matrix_stats")
     reason, error, eigen = "", None, None
+    pads, out_spatial = None, None
+    if not transposed:
+        pads = conv_padding(padding, spatial, w.shape[2:], stride_t, dilation_t,
+                            "conv_matrix_stats")
+        out_spatial = checked_conv_output_shape(spatial, w.shape[2:], stride_t, pads,
+                                                dilation_t, "conv_matrix_stats")
     if transposed:
         reason = "not computed for a transposed convolution"
     elif any(s != 1 for s in stride_t):
         reason = "the DFT diagonalises a stride-1 convolution only"
-    elif matrix.shape[0] != c_out * prod(spatial) or c_out != w.shape[0]:
-        reason = "the output grid differs from the input grid"
+    elif tuple(out_spatial) != spatial:
+        reason = f"the output grid {tuple(out_spatial)} differs from the input grid {spatial}"
     elif matrix.shape[0] * matrix.shape[1] > MAX_DENSE_ENTRIES:
         reason = f"too large for the dense check (over {MAX_DENSE_ENTRIES:,} entries)"
     else:
-        dilation_t = to_tuple(dilation, d, "dilation", "conv_matrix_stats")
-        pads = conv_padding(padding, spatial, w.shape[2:], stride_t, dilation_t,
-                            "conv_matrix_stats")
         eigen = _kernel_eigenvalues(w, c_in, int(groups), spatial, dilation_t,
                                     tuple(lo for lo, _ in pads))
-        dense = matrix.toarray().reshape(c_out, *spatial, c_in, *spatial)
+        dense = matrix.toarray().reshape(w.shape[0], *spatial, c_in, *spatial)
         out_axes = tuple(range(1, 1 + d))
         in_axes = tuple(range(2 + d, 2 + 2 * d))
         # F M F^H: the unitary DFT over the output axes, its inverse over the input axes.
