@@ -14,6 +14,7 @@ threadpoolctl are looked up lazily so that a NumPy-only benchmark can reuse this
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -234,3 +235,15 @@ def finite(value: Any) -> Any:
     if isinstance(value, (np.integer, np.bool_)):
         return value.item()
     return value
+
+
+def write_report(path: str, content: Any) -> None:
+    """Write a benchmark's report atomically (``cnnlab._files``): a string as text, anything
+    else as JSON (non-finite floats as null, :func:`finite`). An interrupted run leaves the
+    previous report whole."""
+    from cnnlab._files import atomic_write_bytes
+
+    if not isinstance(content, str):
+        content = json.dumps(finite(content), indent=1) + "\n"
+    atomic_write_bytes(path, content.encode("utf-8"))
+    print(f"wrote {path}")

@@ -17,11 +17,12 @@ MNIST-1D CNN, and forward + backward of the ops a training step spends its time 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
+
+from _timing import write_report
 
 # Each workload: Python run in a fresh process; it prints one float, its best time (s).
 PREAMBLE = """
@@ -131,8 +132,7 @@ def main() -> None:
         print(f"| {name} | {old * scale:.3g} {unit} | {new * scale:.3g} {unit} | "
               f"{new / old:.2f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(times, f, indent=1)
+        write_report(args.json, times)
 
 
 if __name__ == "__main__":

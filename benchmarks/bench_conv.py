@@ -32,10 +32,10 @@ from _timing import (
     QUICK,
     Protocol,
     compare,
-    finite,
     machine_info,
     machine_markdown,
     matmul_gflops,
+    write_report,
 )
 
 import cnnlab
@@ -463,13 +463,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         report = run_side_by_side(args.cases, protocol, command)
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                f.write(markdown(report))
-            print(f"wrote {args.out}")
+            write_report(args.out, markdown(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(finite(report), f, indent=1)
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
 
 
 if __name__ == "__main__":

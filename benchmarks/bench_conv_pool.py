@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _timing import FULL, QUICK, compare
+from _timing import FULL, QUICK, compare, write_report
 
 # (name, batch, C_in, size, C_out, kernel, padding): LeNet-5's two layers, CIFAR's first,
 # and wider layers where the shifted kernels' zeros cost more than the pooling saves.
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row, flush=True)
         lines.append(row)
     if args.out:
-        with open(args.out, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_report(args.out, "\n".join(lines) + "\n")
     return 0
 
 

@@ -22,10 +22,11 @@ per step (the protocol of ``_timing.py``, with whole processes as the turns).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
+
+from _timing import write_report
 
 RUN = """
 import json, sys
@@ -95,8 +96,7 @@ def main() -> None:
     for name, values in times.items():
         print(f"| {name} | {min(values):.2f} | {min(values) / base:.2f}x |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(times, f, indent=1)
+        write_report(args.json, times)
 
 
 if __name__ == "__main__":

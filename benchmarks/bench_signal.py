@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.signal as ss
 from _fit import CONTESTED_RATIO, dispatch_constants, fit_constants, report_fit
-from _timing import FULL, QUICK, Protocol, compare, finite, machine_info
+from _timing import FULL, QUICK, Protocol, compare, machine_info, write_report
 
 import cnnlab.signal as cs
 from cnnlab.ops import dispatch
@@ -209,9 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = {"rows": run_compare(CASES, protocol, baseline)}
     report |= {"command": command, "machine": machine, "protocol": protocol.as_dict()}
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(finite(report), f, indent=1)
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+from _timing import write_report
 
 
 def cnnlab_run(data: str, model: str, **overrides):
@@ -152,11 +153,9 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w") as file:
-            file.write(text)
+        write_report(args.out, text)
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=2)
+        write_report(args.json, rows)
     return 0
 
 
