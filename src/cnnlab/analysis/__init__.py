@@ -10,7 +10,38 @@ from .continuous import FrequencyResponse, frequency_response, periodic_convolut
 from .graph import CONSTANT, INPUT, Graph, Node, trace
 from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
 from .parameters import ParameterRow, ParameterTable, parameter_table
+from .receptive import (
+    EffectiveReceptiveField,
+    ReceptiveFieldRow,
+    ReceptiveFields,
+    effective_receptive_field,
+    receptive_fields,
+)
+from .stats import ActivationStats, LayerStats, TrainingStats, activation_stats, read_training_stats
 
-__all__ = ["CONSTANT", "INPUT", "ConvMatrixStats", "FrequencyResponse", "Graph", "Node",
-           "ParameterRow", "ParameterTable", "conv_matrix", "conv_matrix_stats",
-           "frequency_response", "parameter_table", "periodic_convolution", "trace"]
+__all__ = [
+    "CONSTANT",
+    "INPUT",
+    "ActivationStats",
+    "ConvMatrixStats",
+    "EffectiveReceptiveField",
+    "FrequencyResponse",
+    "Graph",
+    "LayerStats",
+    "Node",
+    "ParameterRow",
+    "ParameterTable",
+    "ReceptiveFieldRow",
+    "ReceptiveFields",
+    "TrainingStats",
+    "activation_stats",
+    "conv_matrix",
+    "conv_matrix_stats",
+    "effective_receptive_field",
+    "frequency_response",
+    "parameter_table",
+    "periodic_convolution",
+    "read_training_stats",
+    "receptive_fields",
+    "trace",
+]

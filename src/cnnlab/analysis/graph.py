@@ -24,12 +24,13 @@ updated (eval mode).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad, observe_ops
+from ..autograd import Tensor, enable_grad, grad, observe_ops
 from ..nn.hooks import observe_calls
 from ..nn.module import Module
 
@@ -138,13 +139,13 @@ class Graph:
         return self.to_table()
 
 
-def _example_array(example_input: Any) -> np.ndarray:
+def _example_array(example_input: Any, fn: str) -> np.ndarray:
     array = example_input.data if isinstance(example_input, Tensor) else example_input
     if not isinstance(array, np.ndarray):
-        raise TypeError(f"trace: example_input must be a NumPy array or a cnnlab Tensor, "
+        raise TypeError(f"{fn}: example_input must be a NumPy array or a cnnlab Tensor, "
                         f"got {type(example_input).__name__}")
     if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"trace: example_input must be float32 or float64, got dtype "
+        raise TypeError(f"{fn}: example_input must be float32 or float64, got dtype "
                         f"{array.dtype}")
     return array
 
@@ -158,60 +159,129 @@ def _flat_tensors(value: Any) -> list[Any]:
     return [value]
 
 
-def trace(model: Module, example_input: Any) -> Graph:
-    """Run ``model`` once on ``example_input`` and return every op it ran, in order.
+class Recording:
+    """One run of a model with every node's output kept: ``graph`` (:class:`Graph`),
+    ``values[i]`` node i's output as the model's framework holds it (a cnnlab
+    :class:`~cnnlab.Tensor` or a ``torch.Tensor``), and ``input``, the input it ran on.
 
-    Parameters
-    ----------
-    model : cnnlab.nn.Module
-        Any model; its ``forward`` may call functional ops and Tensor arithmetic freely.
-    example_input : np.ndarray or Tensor, float32 or float64
-        One input as ``forward`` takes it, batch axis included ((N, C, *spatial) for a
-        CNN); its values matter only where the model branches on them.
-
-    Returns
-    -------
-    Graph
-        Its ``nodes`` in execution order; every reference in a node's ``inputs`` names
-        the example input, a parameter, a constant, or an earlier node.
-
-    The model's own hooks run as usual; backward-hook identity ops
-    (:meth:`~cnnlab.nn.Module.register_full_backward_hook`)
-    are left out: they compute nothing, and a reference to one is a reference to its input.
-
-    >>> from cnnlab import nn
-    >>> model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
-    >>> [node.op for node in trace(model, np.zeros((1, 1, 8), np.float32))]
-    ['conv', 'relu']
+    :meth:`array` gives a value as a NumPy array; :meth:`input_gradient` differentiates
+    a node's output back to the input without touching any parameter's ``.grad``.
     """
-    if not isinstance(model, Module):
-        kind = type(model)
-        raise TypeError(f"trace: model must be a cnnlab.nn.Module, got "
-                        f"{kind.__module__}.{kind.__qualname__} (torch models are read "
-                        f"with torch.fx)")
-    array = _example_array(example_input)
+
+    def __init__(self, graph: Graph, values: list[Any], input: Any, torch_model: bool
+                 ) -> None:
+        self.graph, self.values, self.input = graph, values, input
+        self.torch_model = torch_model
+
+    def array(self, index: int) -> np.ndarray:
+        """Node ``index``'s output as a NumPy array."""
+        value = self.values[index]
+        if self.torch_model:
+            return value.detach().cpu().numpy()
+        return value.data
+
+    def output_array(self) -> np.ndarray:
+        """The model's (first) output as a NumPy array."""
+        ref = self.graph.outputs[0] if self.graph.outputs else CONSTANT
+        if not ref.startswith("%"):
+            raise ValueError("the model's output is not computed from its input")
+        return self.array(int(ref[1:]))
+
+    def input_gradient(self, index: int, gradient: np.ndarray) -> np.ndarray:
+        """d(<node ``index``'s output, ``gradient``>)/d(input), as a NumPy array."""
+        value = self.values[index]
+        if self.torch_model:
+            import torch
+
+            grad_out = torch.as_tensor(gradient, dtype=value.dtype)
+            (result,) = torch.autograd.grad(value, self.input, grad_out,
+                                            allow_unused=True)
+            if result is None:
+                return np.zeros(tuple(self.input.shape))
+            return result.detach().cpu().numpy()
+        (result,) = grad(value, [self.input], gradient)
+        return np.zeros(self.input.shape) if result is None else result
+
+
+class Capture:
+    """A model ready to be run and recorded, node by node (:meth:`run`), any number of
+    times: cnnlab models through the autograd tape, torch models through ``torch.fx``
+    (traced once). ``fn`` names the calling function in error messages."""
+
+    def __init__(self, model: Any, fn: str) -> None:
+        from ._torch import TorchCapture, is_torch_module
+
+        self.model, self.fn = model, fn
+        self.torch_model = is_torch_module(model)
+        if self.torch_model:
+            self._torch = TorchCapture(model, fn)
+        elif not isinstance(model, Module):
+            kind = type(model)
+            raise TypeError(f"{fn}: model must be a cnnlab.nn.Module or a torch.nn.Module, "
+                            f"got {kind.__module__}.{kind.__qualname__}")
+
+    def dtype(self) -> np.dtype:
+        """The dtype of the model's first parameter (float32 without parameters)."""
+        for p in self.model.parameters():
+            return np.dtype(str(p.dtype).replace("torch.", ""))
+        return np.dtype(np.float32)
+
+    def run(self, array: np.ndarray, *, differentiable: bool = False) -> Recording:
+        """Run the model on ``array`` (batch axis included) in the mode it is in now and
+        record every op. ``differentiable`` keeps what :meth:`Recording.input_gradient`
+        needs (torch: autograd on; cnnlab records its tape either way)."""
+        if self.torch_model:
+            import torch
+
+            from ._torch import torch_input
+
+            x = torch_input(self.model, array)
+            if differentiable:
+                x = x.detach().requires_grad_(True)
+            with torch.set_grad_enabled(differentiable):
+                graph, values = self._torch.run(x)
+            return Recording(graph, values, x, True)
+        graph, values, x = _run_cnnlab(self.model, _example_array(array, self.fn))
+        return Recording(graph, values, x, False)
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Eval mode for the duration, every module's own mode restored after; works for cnnlab
+    and torch modules (both keep ``training`` on each module)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _run_cnnlab(model: Module, array: np.ndarray) -> tuple[Graph, list[Any], Tensor]:
     named_modules = {id(m): (path, type(m).__name__) for path, m in model.named_modules()}
     param_names = {id(p): name for name, p in model.named_parameters()}
     params = [p for _, p in model.named_parameters()]
-    modes = [(m, m.training) for m in model.modules()]
     grad_flags = [(p, p.requires_grad) for p in params]
 
     x = Tensor(array, requires_grad=True)
     refs: dict[int, str] = {id(x): INPUT, **param_names}
-    alive: list[Tensor] = []  # keeps ids unique while the trace runs
+    values: list[Tensor] = []  # also keeps ids unique while the model runs
+    aliases: list[Tensor] = []
     nodes: list[Node] = []
     stack: list[tuple[str, str]] = [("", type(model).__name__)]
 
     def observe(out: Tensor, parents: tuple[Tensor, ...], op: str,
                 attrs: dict[str, Any]) -> None:
-        alive.append(out)
         inputs = tuple(refs.get(id(p), CONSTANT) for p in parents)
         if op == "identity" and attrs.get("purpose") == "backward hook":
+            aliases.append(out)
             refs[id(out)] = inputs[0]
             return
         module, module_type = stack[-1]
         node = Node(len(nodes), op, inputs, tuple(out.shape), attrs, module, module_type)
         nodes.append(node)
+        values.append(out)
         refs[id(out)] = node.ref
 
     class Paths:
@@ -224,17 +294,52 @@ def trace(model: Module, example_input: Any) -> Graph:
             stack.pop()
 
     try:
-        model.eval()
         for p in params:
             p.requires_grad = True  # a frozen parameter's ops are ops too
         with enable_grad(), observe_ops(observe), observe_calls(Paths()):
             output = model(x)
     finally:
-        for module, mode in modes:
-            module.training = mode
         for p, flag in grad_flags:
             p.requires_grad = flag
     outputs = tuple(refs.get(id(t), CONSTANT) if isinstance(t, Tensor) else CONSTANT
                     for t in _flat_tensors(output))
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    return Graph(tuple(nodes), tuple(array.shape), outputs, shapes)
+    return Graph(tuple(nodes), tuple(array.shape), outputs, shapes), values, x
+
+
+def trace(model: Any, example_input: Any) -> Graph:
+    """Run ``model`` once on ``example_input`` and return every op it ran, in order.
+
+    Parameters
+    ----------
+    model : cnnlab.nn.Module or torch.nn.Module
+        Any model; its ``forward`` may call functional ops and Tensor arithmetic freely.
+        A torch model is traced with ``torch.fx`` (so its ``forward`` must not branch on
+        values) and its ops are named in cnnlab's vocabulary (:mod:`._torch`).
+    example_input : np.ndarray or Tensor (or torch.Tensor for a torch model)
+        One input as ``forward`` takes it, batch axis included ((N, C, *spatial) for a
+        CNN), float32 or float64; its values matter only where the model branches on them.
+
+    Returns
+    -------
+    Graph
+        Its ``nodes`` in execution order; every reference in a node's ``inputs`` names
+        the example input, a parameter, a constant, or an earlier node.
+
+    The model runs in eval mode, and every module gets back the mode it had. The model's
+    own hooks run as usual; backward-hook identity ops
+    (:meth:`~cnnlab.nn.Module.register_full_backward_hook`)
+    are left out: they compute nothing, and a reference to one is a reference to its input.
+
+    >>> from cnnlab import nn
+    >>> model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
+    >>> [node.op for node in trace(model, np.zeros((1, 1, 8), np.float32))]
+    ['conv', 'relu']
+    """
+    capture = Capture(model, "trace")
+    if capture.torch_model and not isinstance(example_input, np.ndarray):
+        array = example_input.detach().cpu().numpy()
+    else:
+        array = _example_array(example_input, "trace")
+    with evaluating(model):
+        return capture.run(array).graph

@@ -138,4 +138,5 @@ def _conv_max_pool(x: Any, weight: Any, bias: Any, padding: Any, groups: int, po
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
     return _wrap(out, [x, weight, bias], vjp, unbatched, "conv_max_pool",
-                 {**conv_attrs(ConvRequest(ones, pads, ones, int(groups))), "pool_size": pool})
+                 {**conv_attrs(ConvRequest(ones, pads, ones, int(groups)), w_arr.shape[2:]),
+                  "pool_size": pool})

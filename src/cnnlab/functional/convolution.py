@@ -115,11 +115,14 @@ def _conv_operands(x: Any, weight: Any, bias: Any, groups: int, spatial_dims: in
     return x_arr, w_arr, b_arr, spatial_dims, unbatched
 
 
-def conv_attrs(spec: ConvRequest) -> dict[str, Any]:
-    """A convolution's settings as the graph capture records them: ``padding`` holds
-    (lo, hi) per spatial axis, as the engine applied it."""
-    return {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation,
-            "groups": spec.groups, "padding_mode": spec.padding_mode}
+def conv_attrs(spec: ConvRequest, kernel: tuple[int, ...]) -> dict[str, Any]:
+    """A convolution's settings as the graph capture records them: ``kernel_size`` (the
+    weight's spatial shape, kept here too because a weight that is not a parameter is
+    recorded as a constant, without a shape), ``padding`` as (lo, hi) per spatial axis,
+    as the engine applied it."""
+    return {"kernel_size": tuple(int(k) for k in kernel), "stride": spec.stride,
+            "padding": spec.padding, "dilation": spec.dilation, "groups": spec.groups,
+            "padding_mode": spec.padding_mode}
 
 
 def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
@@ -146,7 +149,8 @@ def _conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: A
                                       _needs(bias), saved)
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
-    return _wrap(y, [x, weight, bias], vjp, unbatched, "conv", conv_attrs(spec))
+    return _wrap(y, [x, weight, bias], vjp, unbatched, "conv",
+                 conv_attrs(spec, w_arr.shape[2:]))
 
 
 def conv1d(input: ArrayOrTensor, weight: ArrayOrTensor, bias: ArrayOrTensor | None = None,
@@ -259,7 +263,7 @@ def _conv_transpose(x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
     return _wrap(y, [x, weight, bias], vjp, unbatched, "conv_transpose",
-                 {**conv_attrs(spec), "output_padding": out_pad})
+                 {**conv_attrs(spec, w_arr.shape[2:]), "output_padding": out_pad})
 
 
 def conv_transpose1d(input: ArrayOrTensor, weight: ArrayOrTensor,
