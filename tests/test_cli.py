@@ -650,3 +650,74 @@ def test_resume_through_a_dangling_link_is_refused_and_the_link_kept(capsys, tmp
                           r"train: --resume: .*checkpoint.safetensors is a link to .*gone"
                           r".safetensors, which does not exist")
     assert link.is_symlink()
+
+
+# -- training statistics: --stats -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "every"), [([], 0), (["--stats"], 10),
+                                              (["--stats-every", "3"], 3),
+                                              (["--stats", "--stats-every", "3"], 3),
+                                              (["--no-stats"], 0)])
+def test_train_stats_flags(flags, every):
+    from cnnlab.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "mnist1d", "--model", "cnn", *flags])
+    assert _train_config(args).stats_every == every
+
+
+def _stats_steps(folder) -> list[int]:
+    with np.load(folder / "stats.npz", allow_pickle=False) as data:
+        return data["steps"].tolist()
+
+
+@needs_mnist1d
+def test_train_stats_writes_npz_and_json_and_resume_appends(capsys, tmp_path):
+    folder = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps", "4",
+                         "--stats-every", "2", "--checkpoint", str(folder), "--no-progress")
+    assert code == 0, err
+    assert (f"statistics of 2 steps (every 2) in {folder / 'stats.npz'} and stats.json"
+            in out)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.safetensors",
+                                                        "stats.json", "stats.npz"]
+    assert _stats_steps(folder) == [2, 4]
+    with np.load(folder / "stats.npz", allow_pickle=False) as data:
+        assert data["layers"].tolist() == ["conv1", "conv2", "conv3", "linear"]
+        assert data["histogram"].shape == (2, 4, 82)
+    index = json.loads((folder / "stats.json").read_text())
+    assert index["every"] == 2 and index["last_step"] == 4
+    # --resume alone goes on recording as the run did, after the run's rows
+    code, out, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps", "8",
+                         "--resume", "--checkpoint", str(folder), "--no-progress")
+    assert code == 0, err
+    assert _stats_steps(folder) == [2, 4, 6, 8]
+    # --no-stats stops recording and leaves the rows as they are
+    payload = (folder / "stats.npz").read_bytes()
+    code, out, err = run(capsys, "train", "--data", "mnist1d", "--model", "cnn", "--steps",
+                         "10", "--resume", "--no-stats", "--checkpoint", str(folder),
+                         "--no-progress")
+    assert code == 0, err
+    assert "statistics" not in out and (folder / "stats.npz").read_bytes() == payload
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--stats"], r"^cnnlab: error: train: --stats needs --checkpoint DIR: the statistics "
+                  r"are written to the run's folder \(DIR/stats\.npz and DIR/stats\.json\)$"),
+    (["--stats-every", "5"], r"train: --stats needs --checkpoint DIR"),
+    (["--no-stats", "--stats-every", "5"], r"^cnnlab: error: train: --no-stats and "
+                                           r"--stats-every 5 contradict each other; give "
+                                           r"one of them$"),
+])
+def test_train_stats_errors_in_one_line(capsys, options, message):
+    assert_one_line_error(*run(capsys, "train", "--data", "mnist1d", "--model", "cnn",
+                               "--steps", "2", "--no-progress", *options), message)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_stats_every_must_be_a_positive_integer(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "mnist1d", "--model", "cnn", "--stats-every", value])
+    assert exit_info.value.code == 2
+    assert re.search(rf"argument --stats-every: must be an integer >= 1, got '?{value}'?",
+                     capsys.readouterr().err)

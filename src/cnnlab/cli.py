@@ -81,6 +81,17 @@ def seed_value(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--stats-every``); argparse names the flag in its error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def path_value(text: str) -> str:
     """A path flag's value: not empty (an empty path meant the current folder, silently)."""
     if not text.strip():
@@ -193,20 +204,36 @@ def _train_config(args: argparse.Namespace):
                 "schedule": args.schedule, "weight_decay": args.weight_decay,
                 "augment_shift": args.augment_shift, "shuffle": getattr(args, "shuffle", None),
                 "checkpoint_every": args.checkpoint_every,
-                "threads": getattr(args, "threads", None)}
+                "threads": getattr(args, "threads", None), "stats_every": _stats_every(args)}
     if args.resume and args.checkpoint:
         settings = _resumed_settings(settings, Path(args.checkpoint))
+    if getattr(args, "stats", None) and not settings["stats_every"]:  # --stats alone
+        settings["stats_every"] = DEFAULT_STATS_EVERY
     return default_config(
         args.data, args.model, **settings, checkpoint_dir=args.checkpoint,
         resume=args.resume or None, progress=not args.no_progress)
 
 
+# Steps between recorded statistics when --stats is given without --stats-every.
+DEFAULT_STATS_EVERY = 10
+
+
+def _stats_every(args: argparse.Namespace) -> int | None:
+    """``--stats-every N``: N; ``--no-stats``: 0; else None (the resumed run's own setting,
+    or off; ``--stats`` alone then means :data:`DEFAULT_STATS_EVERY`)."""
+    stats, every = getattr(args, "stats", None), getattr(args, "stats_every", None)
+    if stats is False and every is not None:
+        raise ValueError(f"train: --no-stats and --stats-every {every} contradict each "
+                         f"other; give one of them")
+    return 0 if stats is False else every
+
+
 def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``settings`` with those not given on the command line (None) taken from the run
     being resumed, its length, worker count and checkpoint interval included, so that
-    ``--resume`` alone continues that run exactly as it was set up; a recipe setting given
-    and different is refused by the trainer. A checkpoint written before a setting existed
-    ran with its default."""
+    ``--resume`` alone continues that run exactly as it was set up (its statistics
+    included); a recipe setting given and different is refused by the trainer. A
+    checkpoint written before a setting existed ran with its default."""
     from .train.checkpoint import check_run_metadata, load_checkpoint_metadata
     from .train.loop import CHECKPOINT_NAME
     from .train.recipes import RECIPE_FIELDS, saved_setting
@@ -221,7 +248,7 @@ def _resumed_settings(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     # --threads is not carried over: it only says how many shards run at once on this
     # machine (the weights are the same bits for any value), so a smaller machine resuming
     # a run keeps its own default.
-    for name in (*RECIPE_FIELDS, "checkpoint_every"):
+    for name in (*RECIPE_FIELDS, "checkpoint_every", "stats_every"):
         if filled.get(name) is None:
             filled[name] = saved_setting(saved, name)
     if settings["epochs"] is None and settings["steps"] is None:
@@ -235,6 +262,9 @@ def run_train(args: argparse.Namespace) -> None:
     config = _train_config(args)
     if config.resume and config.checkpoint_dir is None:
         raise ValueError("train: --resume needs --checkpoint DIR")
+    if config.stats_every and config.checkpoint_dir is None:
+        raise ValueError("train: --stats needs --checkpoint DIR: the statistics are written "
+                         "to the run's folder (DIR/stats.npz and DIR/stats.json)")
     from .train.loop import CHECKPOINT_NAME
 
     checkpoint = (Path(config.checkpoint_dir) / CHECKPOINT_NAME
@@ -258,6 +288,9 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"{m['model']} on {m['data']}: test accuracy {m['test_accuracy']:.4f}, "
           f"test loss {m['test_loss']:.4f}, {m['params']:,} parameters, "
           f"{m['steps']} steps in {m['train_seconds']:.1f} s")
+    if result.stats is not None:
+        print(f"statistics of {len(result.stats.steps)} steps (every {config.stats_every}) in "
+              f"{Path(config.checkpoint_dir) / 'stats.npz'} and stats.json")
     if args.metrics_out:
         write_metrics(args.metrics_out, m)
 
@@ -349,6 +382,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                              "(worker processes on Linux, threads elsewhere; default 0: one "
                              "per available core). The shards follow the batch and the "
                              "model, so the weights are the same bits for any value")
+    parser.add_argument("--stats", action=argparse.BooleanOptionalAction,
+                        help="record, every --stats-every steps, each layer's output mean, "
+                             "standard deviation, fraction <= 0 and histogram of magnitudes "
+                             "and each parameter's gradient norm, into --checkpoint DIR as "
+                             "stats.npz and stats.json (needs --checkpoint; --resume goes "
+                             "on recording as the run did, --no-stats stops)")
+    parser.add_argument("--stats-every", type=positive_int, metavar="N",
+                        help=f"steps between recorded statistics (implies --stats; default "
+                             f"{DEFAULT_STATS_EVERY})")
 
 
 def build_parser() -> argparse.ArgumentParser:

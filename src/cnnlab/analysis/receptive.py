@@ -14,14 +14,14 @@ input pixel the unit reads, ``lo[u]`` and ``hi[u]``, and pushes them forward op 
 - padding, a crop and an upsampling move or repeat units; an adaptive or global pooling
   reads its windows of the whole map.
 
-This is the definition itself, unit by unit, so it is exact where the usual closed form
-(size, jump, start) is only an average: after a transposed convolution whose kernel is not a
-multiple of its stride, neighbouring units see fields of different sizes
-(:meth:`ReceptiveFields.field_of` gives each unit's own). The fields are those of an input
+This is the definition itself, unit by unit. Each row reports the usual (size, jump,
+start), the smallest box that moves by the jump from unit to unit and holds every unit's
+field; after a transposed convolution whose kernel is not a multiple of its stride,
+neighbouring units see fields of different widths inside that box, and
+:meth:`ReceptiveFields.field_of` gives each unit's own. The fields are those of an input
 without borders: a unit at the border sees padding, and its field is reported as if the
-padding were input (so every unit's field has the interior's size, and ``start`` may be
-negative). The arrays cover the model's units plus a margin on each side, widened until
-every real unit's reads fall inside it.
+padding were input (so ``start`` may be negative). The arrays cover the model's units plus
+a margin on each side, widened until every real unit's reads fall inside it.
 
 Checks (tests/analysis/test_receptive*.py): VGG-16 up to pool5 gives 212 with jump 32
 and effective padding 90 (google-research/receptive_field's table); ResNet-50 and a
@@ -87,16 +87,21 @@ class _MarginTooNarrowError(Exception):
 
 @dataclass(frozen=True)
 class ReceptiveFieldRow:
-    """One op's output: ``size`` (input pixels per axis, the largest over its units),
-    ``jump`` (input pixels between neighbouring units, per axis) and ``start`` (the input
-    coordinate of unit 0's field centre, per axis; pixel centres at 0, 1, ...; unit i's
-    centre is ``start + i * jump`` wherever all units' fields have one shape). All three
-    are None for a value without spatial axes, with ``reason`` saying why."""
+    """One op's output, per spatial axis: ``size`` (input pixels), ``jump`` (input pixels
+    between neighbouring units, the cumulative stride) and ``start`` (the input coordinate
+    of unit 0's field centre; pixel centres at 0, 1, ...), such that unit i's field lies
+    in ``start + i * jump -+ (size - 1) / 2``, the smallest such box. In most CNNs every
+    unit's field is exactly that box. After a transposed convolution whose kernel is not a
+    multiple of its stride (a U-Net's decoder), neighbouring units see fields of different
+    widths and places, and the box is the smallest one that holds them all, the answer of
+    the usual arithmetic (``size += (k - 1) * jump_in / stride``); each unit's own field
+    is :meth:`ReceptiveFields.field_of`. All three are None for a value without spatial
+    axes, with ``reason`` saying why."""
 
     name: str
     op: str
     output_shape: tuple[int, ...]
-    size: tuple[int, ...] | None
+    size: tuple[float, ...] | None
     jump: tuple[float, ...] | None
     start: tuple[float, ...] | None
     reason: str = ""
@@ -336,7 +341,11 @@ def _propagate(graph: Graph, node: Node, fields: dict[str, _Field], rank: int) -
     if op == "getitem":
         index = attrs["index"]
         index = index if isinstance(index, tuple) else (index,)
-        if any(i is Ellipsis for i in index) or len(index) > rank:
+        if sum(i is Ellipsis for i in index) == 1:  # x[..., 1:]: spell out the axes
+            at = next(k for k, i in enumerate(index) if i is Ellipsis)
+            fill = (slice(None),) * (rank - len(index) + 1)
+            index = index[:at] + fill + index[at + 1:]
+        if any(i is Ellipsis or i is None for i in index) or len(index) > rank:
             raise _UnknownOpError(f"an index {index!r}")
         spatial_index = list(index[2:]) + [slice(None)] * (rank - len(index))
         if not all(isinstance(i, slice) for i in spatial_index[:len(x)]):
@@ -411,11 +420,14 @@ def _row(node: Node, axes: _Field) -> ReceptiveFieldRow:
         if not seen.any():
             return ReceptiveFieldRow(node.name, node.op, node.output_shape, None, None,
                                      None, "reads no input")
-        sizes.append(int((hi[seen] - lo[seen]).max()) + 1)
+        # The smallest box that moves by the jump from unit to unit and holds every
+        # unit's field: lo_u - u*jump >= first and hi_u - u*jump <= last for every u.
+        shift = np.arange(a.n)[seen] * float(a.jump)
+        first = float((lo[seen] - shift).min())
+        last = float((hi[seen] - shift).max())
+        sizes.append(_number(last - first + 1))  # fractional after some up-samplings
         jumps.append(_number(float(a.jump)))
-        first = int(np.argmax(seen))  # unit 0, or the first unit that sees anything
-        centre = (lo[first] + hi[first]) / 2 - first * float(a.jump)
-        starts.append(_number(centre))
+        starts.append(_number((first + last) / 2))
     return ReceptiveFieldRow(node.name, node.op, node.output_shape, tuple(sizes),
                              tuple(jumps), tuple(starts))
 

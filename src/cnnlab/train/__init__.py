@@ -1,4 +1,5 @@
-"""Training: configs as data, the loop, metrics, safetensors checkpoints with exact resume."""
+"""Training: configs as data, the loop, metrics, safetensors checkpoints with exact resume,
+and the statistics a run records (``--stats``)."""
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .loop import (
@@ -11,6 +12,7 @@ from .loop import (
     write_metrics,
 )
 from .recipes import RECIPES, STANDARD_CNN, TrainConfig, default_config, resolve_model
+from .stats import TrainingStats, read_training_stats
 
 __all__ = [
     "RECIPES",
@@ -20,10 +22,12 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingDivergedError",
+    "TrainingStats",
     "count_parameters",
     "default_config",
     "evaluate",
     "load_checkpoint",
+    "read_training_stats",
     "resolve_model",
     "save_checkpoint",
     "train",

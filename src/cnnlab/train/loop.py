@@ -9,6 +9,8 @@ and the step counter; it is written atomically after every epoch and every
 ``checkpoint_every`` steps, and ``resume`` continues from it to exactly the weights an
 uninterrupted run reaches. A non-finite loss stops the run with
 :class:`TrainingDivergedError` and leaves the last good checkpoint in place.
+``config.stats_every`` records activation statistics and gradient norms every that many
+steps (:mod:`cnnlab.train.stats`), written beside the checkpoint just before it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .checkpoint import (
 )
 from .parallel import (
     ProcessShards,
+    ShardResult,
     ThreadShards,
     can_fork_workers,
     coupled_layers,
@@ -56,6 +59,7 @@ from .parallel import (
     sum_shards,
 )
 from .recipes import RECIPE_FIELDS, TrainConfig, saved_setting
+from .stats import ActivationProbe, LayerSums, StatsLog, TrainingStats, gradient_norms
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -66,11 +70,13 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What a run produced: the model, the final metrics and the learning curve."""
+    """What a run produced: the model, the final metrics and the learning curve, and the
+    statistics it recorded (``config.stats_every``; earlier ones of a resumed run too)."""
 
     model: nn.Module
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    stats: TrainingStats | None = None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -185,6 +191,10 @@ class Trainer:
         self.workers = resolve_workers(config.threads)
         self.threads = min(self.workers, self.shards)  # shards at once in a full batch
         self._runner: ProcessShards | ThreadShards | None = None
+        # Statistics: the probe's hooks go on only for the steps that record.
+        self._probe = ActivationProbe(self.model) if config.stats_every else None
+        self._stats = (StatsLog(self._probe, list(self.model.named_parameters()),
+                                config.stats_every) if self._probe is not None else None)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -211,7 +221,17 @@ class Trainer:
             "scheduler": _jsonable(self.scheduler.state_dict()) if self.scheduler else None,
             "shards": self.shards,
         }
+        self._write_stats()  # first: a crash between the two leaves rows a resume drops
         save_checkpoint(path, arrays, metadata)
+
+    @property
+    def stats(self) -> TrainingStats | None:
+        """The statistics recorded so far (None when ``config.stats_every`` is 0)."""
+        return self._stats.result() if self._stats is not None else None
+
+    def _write_stats(self) -> None:
+        if self._stats is not None and self.config.checkpoint_dir is not None:
+            self._stats.write(self.config.checkpoint_dir)
 
     def restore(self) -> bool:
         """Load the checkpoint if there is one; False when there is none yet."""
@@ -257,6 +277,11 @@ class Trainer:
         self.step = int(metadata["step"])
         self.history = list(metadata["history"])
         self.train_seconds = float(metadata["train_seconds"])
+        if self._stats is not None:  # the run's earlier rows, up to its checkpoint
+            try:
+                self._stats.extend_from(path.parent, self.step, "resume")
+            except ValueError as error:
+                raise CheckpointError(str(error)) from None
         return True
 
     def _check_same_recipe(self, path: Path, saved: dict[str, Any]) -> None:
@@ -291,7 +316,12 @@ class Trainer:
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]  # frozen: skipped
-        value, grads = self._loss_and_gradients(xb, yb, params)
+        step = self.step + 1
+        recording = self._stats is not None and step % self.config.stats_every == 0
+        results = self._run_shards(xb, yb, params, self._probe if recording else None)
+        value, grads = sum_shards(results)
+        if recording:  # the diverging step too: its statistics say where it went
+            self._record_stats(step, results, params, grads)
         if not math.isfinite(value):
             kept = (f"; the last good checkpoint ({self.checkpoint_path}) was kept"
                     if self.checkpoint_path and self.checkpoint_path.exists() else "")
@@ -314,19 +344,34 @@ class Trainer:
         """The batch's mean loss and its gradient for each of ``params``: the sum, in shard
         order, of its shards' (see :mod:`cnnlab.train.parallel`), run by up to
         ``self.workers`` processes at once, with the same bits for any number of them."""
+        return sum_shards(self._run_shards(xb, yb, params))
+
+    def _run_shards(self, xb: np.ndarray, yb: np.ndarray, params: list[Tensor],
+                    probe: ActivationProbe | None = None) -> list[ShardResult]:
+        """Each shard's (weighted loss, gradients), with ``probe``'s record of it third when
+        one is given, in shard order (:meth:`_loss_and_gradients`)."""
         jobs = [(xb[lo:hi], yb[lo:hi], (hi - lo) / len(xb))
                 for lo, hi in shard_bounds(len(xb), self._shard_count(len(xb)))]
         with single_threaded_blas():  # BLAS's thread count changes rounding (see .parallel)
             if min(self.workers, len(jobs)) == 1:
-                results = run_in_order(self._shard_gradients, jobs, params)
-            else:
-                if (self._runner is not None
-                        and not self._runner.fits(self._shard_gradients, jobs, params)):
-                    self.close()  # a batch bigger than the configured one, or another shape
-                if self._runner is None:
-                    self._runner = self._start_runner(xb, yb)
-                results = self._runner.run(self._shard_gradients, jobs, params)
-        return sum_shards(results)
+                return run_in_order(self._shard_gradients, jobs, params, probe)
+            if (self._runner is not None
+                    and not self._runner.fits(self._shard_gradients, jobs, params, probe)):
+                self.close()  # a batch bigger than the configured one, or another shape
+            if self._runner is None:
+                self._runner = self._start_runner(xb, yb)
+            return self._runner.run(self._shard_gradients, jobs, params, probe)
+
+    def _record_stats(self, step: int, results: list[ShardResult], params: list[Tensor],
+                      grads: list[np.ndarray | None]) -> None:
+        """One row of statistics: the shards' layer sums added in shard order (the whole
+        batch's), and each parameter's gradient norm from the summed gradient."""
+        sums = LayerSums.zeros(len(self._probe.names), len(self._probe.edges) - 1)
+        for result in results:
+            sums += result[2]
+        by_param = {id(p): g for p, g in zip(params, grads)}
+        self._stats.append(step, sums, gradient_norms(list(self.model.parameters()),
+                                                      by_param))
 
     def _start_runner(self, xb: np.ndarray, yb: np.ndarray) -> ProcessShards | ThreadShards:
         """Worker processes where the OS can fork them (no interpreter lock to share),
@@ -338,7 +383,7 @@ class Trainer:
         if not can_fork_workers():
             return ThreadShards(workers)
         return ProcessShards(self._shard_gradients, list(self.model.parameters()), bounds,
-                             xb, yb, workers)
+                             xb, yb, workers, self._probe)
 
     def _shard_gradients(self, xb: np.ndarray, yb: np.ndarray, weight: float,
                          params: list[Tensor]) -> tuple[float, list[np.ndarray | None]]:
@@ -412,10 +457,13 @@ class Trainer:
                         self._record(running / count)
                         running, count = 0.0, 0
                     self.save()  # at least every epoch
+        except TrainingDivergedError:
+            self._write_stats()  # up to the step that diverged; a resume drops the rows
+            raise                # after its checkpoint
         finally:
             progress.close()
             self.close()
-        return TrainResult(self.model, self.metrics(), self.history)
+        return TrainResult(self.model, self.metrics(), self.history, self.stats)
 
     def close(self) -> None:
         """Stop the shard workers, if any (a later step starts them again)."""

@@ -42,7 +42,12 @@ thread is also faster there: 1.5 ms per MNIST-1D step against 1.7 ms with two BL
 (minimum of 5 alternating runs of 600 steps), whose workers spin on the core the step
 needs. Holding BLAS needs threadpoolctl (in the ``train`` extra); without it BLAS runs as
 the environment sets it (``OPENBLAS_NUM_THREADS=1`` does the same), the shards run one
-after another by default, and the last bits may follow the machine's BLAS threads. """
+after another by default, and the last bits may follow the machine's BLAS threads.
+
+What else a shard may bring back: a :class:`ShardProbe` (the activation statistics of
+``--stats``, :mod:`cnnlab.train.stats`) records something while each shard runs, wherever
+it runs; each shard's record comes back as the third element of its result, in shard
+order like the gradients, for the trainer to combine. """
 
 from __future__ import annotations
 
@@ -60,8 +65,9 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -229,20 +235,39 @@ SPIN_SECONDS = 0.002
 
 # -- shard runners ---------------------------------------------------------------------------
 
-ShardResult = tuple[float, list[np.ndarray | None]]
+# (weight * loss, weight * d loss / d params), and with a probe a third element: its record.
+ShardResult = tuple[Any, ...]
 
 # compute(x, y, weight, params) -> (weight * loss, weight * d loss / d params): one shard.
-ShardCompute = Callable[[np.ndarray, np.ndarray, float, list[Tensor]], ShardResult]
+ShardCompute = Callable[[np.ndarray, np.ndarray, float, list[Tensor]],
+                        tuple[float, list[np.ndarray | None]]]
 ShardJob = tuple[np.ndarray, np.ndarray, float]
 
 
-def sum_shards(results: list[ShardResult]) -> ShardResult:
+class ShardProbe(Protocol):
+    """Records something while a shard runs (:class:`cnnlab.train.stats.ActivationProbe`).
+
+    ``attached()`` is entered by every process and thread that runs shards of a step, around
+    its shards (re-entrant; it must let threads of one process share it); ``start()`` and
+    ``stop()`` surround one shard's ``compute`` on the thread that runs it, ``stop()`` also
+    when it raises, and return the shard's record (it crosses a pipe from a worker process:
+    something picklable). A worker process uses the probe it was forked with.
+    """
+
+    def attached(self) -> AbstractContextManager[None]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Any: ...
+
+
+def sum_shards(results: list[ShardResult]) -> tuple[float, list[np.ndarray | None]]:
     """The batch's (loss, gradients) from its shards' weighted ones, each gradient summed
     left to right over the shards (a fixed order: the same bits on every run); a gradient
-    no shard reached stays None."""
-    loss = sum(value for value, _ in results)
+    no shard reached stays None. A probe's records (a third element) are not read."""
+    loss = sum(result[0] for result in results)
     grads = []
-    for shards in zip(*(shard for _, shard in results)):
+    for shards in zip(*(result[1] for result in results)):
         present = [g for g in shards if g is not None]
         total = present[0] if present else None
         for g in present[1:]:
@@ -257,11 +282,25 @@ def can_fork_workers() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-def run_in_order(compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-                 ) -> list[ShardResult]:
+def run_in_order(compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor],
+                 probe: ShardProbe | None = None) -> list[ShardResult]:
     """``jobs`` one after another in the caller: one worker's share of a step (all of it
-    with ``--threads 1``)."""
-    return [compute(*job, params) for job in jobs]
+    with ``--threads 1``); with a ``probe``, each result ends with the shard's record."""
+    if probe is None:
+        return [compute(*job, params) for job in jobs]
+    with probe.attached():
+        return [_probed(compute, job, params, probe) for job in jobs]
+
+
+def _probed(compute: ShardCompute, job: ShardJob, params: list[Tensor], probe: ShardProbe
+            ) -> ShardResult:
+    """One shard with ``probe`` recording: (loss, gradients, record)."""
+    probe.start()
+    try:
+        loss, grads = compute(*job, params)
+    finally:
+        record = probe.stop()
+    return loss, grads, record
 
 
 class ThreadShards:
@@ -273,18 +312,18 @@ class ThreadShards:
         self._workers = workers
         self._pool = ThreadPoolExecutor(workers - 1, "cnnlab-shard")
 
-    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-             ) -> bool:
+    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor],
+             probe: ShardProbe | None = None) -> bool:
         return True  # a thread takes any block of shards
 
-    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-            ) -> list[ShardResult]:
+    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor],
+            probe: ShardProbe | None = None) -> list[ShardResult]:
         blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
         with single_threaded_blas():
-            futures = [self._pool.submit(run_in_order, compute, block, params)
+            futures = [self._pool.submit(run_in_order, compute, block, params, probe)
                        for block in blocks[1:]]
             try:
-                first = run_in_order(compute, blocks[0], params)
+                first = run_in_order(compute, blocks[0], params, probe)
             finally:
                 wait(futures)  # never leave a shard running past this step
         return first + [result for future in futures for result in future.result()]
@@ -306,12 +345,14 @@ class ProcessShards:
     with the last process that maps it), and each worker writes each of its shards'
     gradients back there. A worker computes with the same code and the same one-thread
     BLAS as a thread would, so the weights come out bitwise the same as with
-    :class:`ThreadShards` or in one process.
+    :class:`ThreadShards` or in one process. A ``probe`` (forked with the workers, each
+    using its own copy on its own copy of the model) records in a step run with it, and
+    its records come back through the pipe.
     """
 
     def __init__(self, compute: ShardCompute, params: list[Tensor],
-                 bounds: list[tuple[int, int]], x: np.ndarray, y: np.ndarray, workers: int
-                 ) -> None:
+                 bounds: list[tuple[int, int]], x: np.ndarray, y: np.ndarray, workers: int,
+                 probe: ShardProbe | None = None) -> None:
         """``workers - 1`` worker processes, each with room for the largest block of the
         shards ``bounds`` (those of the largest batch expected) that a worker runs, of
         samples shaped and typed as those of ``x`` and ``y``."""
@@ -332,6 +373,7 @@ class ProcessShards:
             self._x.append(x_rows)
             self._y.append(y_rows)
         self._compute = compute
+        self._probe = probe
         self._spin = SPIN_SECONDS if workers <= available_cores() else 0.0
         self._index = {id(p): i for i, p in enumerate(params)}
         self._connections: list[Any] = []
@@ -347,7 +389,8 @@ class ProcessShards:
                 process = context.Process(
                     target=_serve, name=f"cnnlab-shard-{index + 1}", daemon=True,
                     args=(theirs, list(self._connections), compute, params, self._weights,
-                          self._grads[index], self._x[index], self._y[index], self._spin))
+                          self._grads[index], self._x[index], self._y[index], self._spin,
+                          probe))
                 with warnings.catch_warnings():
                     # Python >= 3.12 warns on fork() while other threads exist (OpenBLAS's
                     # idle workers, tqdm's monitor). OpenBLAS shuts its pool down before a
@@ -361,14 +404,15 @@ class ProcessShards:
             self._finalizer()
             raise
 
-    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-             ) -> bool:
-        """Whether these workers can run their blocks of ``jobs``: the same computation and
-        parameters they were forked with, and shards and rows that fit their buffers (else
-        start new workers)."""
+    def fits(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor],
+             probe: ShardProbe | None = None) -> bool:
+        """Whether these workers can run their blocks of ``jobs``: the same computation,
+        parameters and probe (if any) they were forked with, and shards and rows that fit
+        their buffers (else start new workers)."""
         blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
         x_slot, y_slot = self._x[0], self._y[0]
         return (compute == self._compute and all(id(p) in self._index for p in params)
+                and (probe is None or probe is self._probe)
                 and all(len(block) <= len(self._grads[0])
                         and sum(len(x) for x, _, _ in block) <= len(x_slot)
                         for block in blocks[1:])
@@ -376,11 +420,11 @@ class ProcessShards:
                         and y.shape[1:] == y_slot.shape[1:] and y.dtype == y_slot.dtype
                         for x, y, _ in jobs))
 
-    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor]
-            ) -> list[ShardResult]:
+    def run(self, compute: ShardCompute, jobs: list[ShardJob], params: list[Tensor],
+            probe: ShardProbe | None = None) -> list[ShardResult]:
         """The first block of shards here with ``compute``, the others in the workers (which
-        run the ``compute`` they were forked with: :meth:`fits` checks it is the same); the
-        results in shard order."""
+        run the ``compute`` and probe they were forked with: :meth:`fits` checks they are
+        the same); the results in shard order."""
         blocks = [jobs[lo:hi] for lo, hi in shard_bounds(len(jobs), self._workers)]
         trainable = [self._index[id(p)] for p in params]
         for param, shared in zip(self._params, self._weights):
@@ -395,22 +439,22 @@ class ProcessShards:
                     shards.append((len(x), weight))
                     start += len(x)
                 try:
-                    self._connections[worker].send((shards, trainable))
+                    self._connections[worker].send((shards, trainable, probe is not None))
                 except OSError:  # it died since the last step
                     raise self._died(worker) from None
                 sent.append(worker)
             with single_threaded_blas():
-                results = run_in_order(compute, blocks[0], params)
+                results = run_in_order(compute, blocks[0], params, probe)
         finally:
             replies = self._receive_all(sent)  # never leave a shard running past this step
         for worker, reply in zip(sent, replies):
-            for slot, (loss, missing) in enumerate(reply):
+            for slot, (loss, missing, record) in enumerate(reply):
                 grads = self._grads[worker][slot]
-                results.append((loss, [None if i in missing else grads[i].copy()
-                                       for i in trainable]))
+                result = (loss, [None if i in missing else grads[i].copy() for i in trainable])
+                results.append(result if probe is None else (*result, record))
         return results
 
-    def _receive_all(self, workers: list[int]) -> list[list[tuple[float, set[int]]]]:
+    def _receive_all(self, workers: list[int]) -> list[list[tuple[float, set[int], Any]]]:
         """Every worker's reply; the first failure is raised once all have answered."""
         replies, failure = [], None
         for worker in workers:
@@ -422,8 +466,9 @@ class ProcessShards:
             raise failure
         return replies
 
-    def _receive(self, worker: int) -> list[tuple[float, set[int]]]:
-        """A worker's (weighted loss, indices of missing gradients) for each of its shards."""
+    def _receive(self, worker: int) -> list[tuple[float, set[int], Any]]:
+        """A worker's (weighted loss, indices of missing gradients, probe record or None) for
+        each of its shards."""
         try:
             connection = self._connections[worker]
             _await(connection, self._spin)
@@ -433,7 +478,7 @@ class ProcessShards:
         if status == "error":  # the worker's own exception, its traceback as the cause
             error, trace = payload
             raise error from _ShardWorkerError(f"in shard worker {worker + 1}:\n{trace}")
-        return [(loss, set(missing)) for loss, missing in payload[0]]
+        return [(loss, set(missing), record) for loss, missing, record in payload[0]]
 
     def _died(self, worker: int) -> RuntimeError:
         self._processes[worker].join(timeout=5)  # reap it, for its exit code
@@ -460,9 +505,10 @@ def _stop_workers(connections: list[Any], processes: list[Any]) -> None:
 
 def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
            params: list[Tensor], weights: list[np.ndarray], grads: list[list[np.ndarray]],
-           x: np.ndarray, y: np.ndarray, spin: float) -> None:
+           x: np.ndarray, y: np.ndarray, spin: float, probe: ShardProbe | None) -> None:
     """A worker's loop: one block of shards per message until ``None`` or the trainer is
-    gone. ``grads[slot]``: where the block's slot-th shard's gradients go."""
+    gone. ``grads[slot]``: where the block's slot-th shard's gradients go; with the
+    message's probe flag set, ``probe`` records each shard and its record is sent back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     for end in trainer_ends:  # inherited copies: with them open, the trainer's exit (even
         end.close()           # a kill) would never reach ``recv`` as end-of-file
@@ -477,23 +523,27 @@ def _serve(connection: Any, trainer_ends: list[Any], compute: ShardCompute,
                 return
             if message is None:
                 return
-            shards, trainable = message
+            shards, trainable, probed = message
+            active = probe if probed else None
             try:
                 for index, param in enumerate(params):
                     param.requires_grad = index in trainable
                 chosen = [params[i] for i in trainable]
                 done, start = [], 0
-                for slot, (rows, weight) in enumerate(shards):
-                    stop = start + rows
-                    loss, shard = compute(x[start:stop], y[start:stop], weight, chosen)
-                    missing = []
-                    for index, value in zip(trainable, shard):
-                        if value is None:
-                            missing.append(index)
-                        else:
-                            np.copyto(grads[slot][index], value)
-                    done.append((loss, missing))
-                    start = stop
+                with active.attached() if active is not None else contextlib.nullcontext():
+                    for slot, (rows, weight) in enumerate(shards):
+                        stop = start + rows
+                        job = (x[start:stop], y[start:stop], weight)
+                        loss, shard, *record = (compute(*job, chosen) if active is None
+                                                else _probed(compute, job, chosen, active))
+                        missing = []
+                        for index, value in zip(trainable, shard):
+                            if value is None:
+                                missing.append(index)
+                            else:
+                                np.copyto(grads[slot][index], value)
+                        done.append((loss, missing, record[0] if record else None))
+                        start = stop
                 reply: tuple[Any, ...] = ("ok", done)
             except Exception as error:  # the trainer raises it
                 reply = ("error", _picklable(error), traceback.format_exc())

@@ -30,6 +30,8 @@ class TrainConfig:
     and BLAS build: a different BLAS kernel may round differently).
     ``shuffle``: draw each epoch's batches from a seeded permutation (True) or take the
     training set in its stored order, the same batches every epoch (False).
+    ``stats_every``: record activation statistics and gradient norms at every step that is
+    a multiple of it (0: none; :mod:`cnnlab.train.stats`), into ``checkpoint_dir`` when set.
     """
 
     data: str
@@ -50,6 +52,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     threads: int = 0
+    stats_every: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid hyperparameter."""
@@ -75,6 +78,8 @@ class TrainConfig:
             or _fail(f"checkpoint-every must be >= 1, got {self.checkpoint_every}"),
             self.eval_every >= 0 or _fail(f"eval-every must be >= 0, got {self.eval_every}"),
             self.threads >= 0 or _fail(f"threads must be >= 0 (0: auto), got {self.threads}"),
+            self.stats_every >= 0
+            or _fail(f"stats-every must be >= 0 (0: no stats), got {self.stats_every}"),
         ]
         del checks
 
