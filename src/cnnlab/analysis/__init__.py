@@ -8,6 +8,7 @@ So far: :func:`trace`, the graph capture the analysis functions read models thro
 
 from .continuous import FrequencyResponse, frequency_response, periodic_convolution
 from .graph import CONSTANT, INPUT, Graph, Node, trace
+from .kernel import KernelEstimate, kernel_of
 from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
 from .parameters import ParameterRow, ParameterTable, parameter_table
 from .receptive import (
@@ -27,6 +28,7 @@ __all__ = [
     "EffectiveReceptiveField",
     "FrequencyResponse",
     "Graph",
+    "KernelEstimate",
     "LayerStats",
     "Node",
     "ParameterRow",
@@ -39,6 +41,7 @@ __all__ = [
     "conv_matrix_stats",
     "effective_receptive_field",
     "frequency_response",
+    "kernel_of",
     "parameter_table",
     "periodic_convolution",
     "read_training_stats",
