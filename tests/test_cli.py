@@ -145,7 +145,7 @@ def test_models_lists_every_model(capsys):
 def test_datasets_lists_the_builtins(capsys):
     code, out, _ = run(capsys, "datasets")
     assert code == 0
-    for name in ("mnist1d", "digits", "mnist5k"):
+    for name in ("mnist1d", "mnist1d-shuffled", "digits", "mnist5k"):
         assert re.search(rf"^{name}\s+(yes|no)\s", out, flags=re.MULTILINE), name
 
 
@@ -181,6 +181,20 @@ def test_train_writes_checkpoint_and_metrics(trained):
     assert metrics["test_accuracy"] > 0.2 and metrics["train_seconds"] > 0
     assert metrics["config"]["lr"] == 1e-2  # the MNIST-1D recipe
     assert metrics["config"]["shuffle"] is False  # ... takes batches in stored order
+
+
+@pytest.mark.skipif("mnist1d-shuffled" not in READY, reason="mnist1d not available")
+@pytest.mark.parametrize("model", ["mnist1d-cnn", "mlp"])
+def test_train_on_mnist1d_shuffled(capsys, tmp_path, model):
+    metrics = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "train", "--data", "mnist1d-shuffled", "--model", model,
+                         "--steps", "8", "--batch-size", "100", "--lr", "0.01", "--no-shuffle",
+                         "--threads", "1", "--no-progress", "--metrics-out", str(metrics))
+    assert code == 0, err
+    assert re.match(rf"{model} on mnist1d-shuffled: test accuracy 0\.\d{{4}}, ", out), out
+    result = json.loads(metrics.read_text())
+    assert result["data"] == "mnist1d-shuffled" and result["steps"] == 8
+    assert np.isfinite(result["test_loss"])
 
 
 @pytest.mark.parametrize(("flags", "shuffle"), [([], False), (["--shuffle"], True),

@@ -323,18 +323,21 @@ def run_models(args: argparse.Namespace) -> None:
     print(f"{'model':<14} {'task':<9} description")
     for name, info in MODELS.items():
         print(f"{name:<14} {info.task:<9} {info.description}")
-    print("\n`--model cnn` means the dataset's standard CNN: mnist1d -> mnist1d-cnn, "
+    print("\n`--model cnn` means the dataset's standard CNN: mnist1d and mnist1d-shuffled "
+          "-> mnist1d-cnn, "
           "digits -> digits-cnn, mnist5k -> lenet5.")
 
 
 def run_datasets(args: argparse.Namespace) -> None:
     from .data import available_datasets
 
-    print(f"{'dataset':<9} {'offline':<8} description")
-    for name, description, ready, missing in available_datasets():
+    rows = available_datasets()
+    width = max(len("dataset"), *(len(name) for name, *_ in rows))
+    print(f"{'dataset':<{width}} {'offline':<8} description")
+    for name, description, ready, missing in rows:
         status = "yes" if ready else "no"
         extra = "" if ready else f"  (needs {missing})"
-        print(f"{name:<9} {status:<8} {description}{extra}")
+        print(f"{name:<{width}} {status:<8} {description}{extra}")
 
 
 def run_demo(args: argparse.Namespace) -> None:

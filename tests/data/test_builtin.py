@@ -16,6 +16,7 @@ from cnnlab.data import (
     digits,
     load_dataset,
     mnist1d,
+    mnist1d_shuffled,
     mnist5k,
     stratified_split,
 )
@@ -83,6 +84,55 @@ def test_mnist1d_regenerates_damaged_cache_identically(mnist1d_splits, tmp_path,
 
 
 @needs_sklearn
+@needs_mnist1d
+def test_mnist1d_shuffled_is_one_fixed_permutation_of_mnist1d(mnist1d_splits, session_cache,
+                                                               monkeypatch):
+    def no_generation():
+        raise AssertionError("mnist1d-shuffled must come from mnist1d's cache")
+
+    monkeypatch.setattr(builtin, "_generate_mnist1d", no_generation)  # offline, no new file
+    files = sorted(session_cache.iterdir())
+    shuffled = mnist1d_shuffled(cache_dir=session_cache)
+    assert sorted(session_cache.iterdir()) == files
+    _check_splits(*shuffled, (1, 40), 4000, 1000)
+    x = np.concatenate([split.x[:, 0] for split in mnist1d_splits])  # (5000, 40)
+    x_shuffled = np.concatenate([split.x[:, 0] for split in shuffled])
+    for split, split_shuffled in zip(mnist1d_splits, shuffled, strict=True):
+        np.testing.assert_array_equal(split_shuffled.y, split.y)  # same labels, same order
+    # Each sequence keeps its values (the same multiset) ...
+    np.testing.assert_array_equal(np.sort(x_shuffled, axis=1), np.sort(x, axis=1))
+    # ... and position j of every sequence, train and test alike, is position source[j] of
+    # the unshuffled one: one permutation for all, read off the data, not the constant.
+    source = [int(np.flatnonzero((x == x_shuffled[:, [j]]).all(axis=0))[0]) for j in range(40)]
+    assert sorted(source) == list(range(40)) and source != list(range(40))
+    np.testing.assert_array_equal(x_shuffled, x[:, source])
+    assert tuple(source) == builtin.MNIST1D_SHUFFLE_PERMUTATION
+    # Deterministic: the same arrays on every call, through the registry too.
+    again = load_dataset("mnist1d-shuffled", cache_dir=session_cache)
+    for split, split_again in zip(shuffled, again, strict=True):
+        np.testing.assert_array_equal(split_again.x, split.x)
+        np.testing.assert_array_equal(split_again.y, split.y)
+
+
+@needs_mnist1d
+def test_mnist1d_shuffled_is_the_mnist1d_packages_shuffle_seq_set(mnist1d_splits):
+    # The written-out permutation is the one mnist1d's make_dataset draws with
+    # shuffle_seq=True: the paper's shuffled set, value for value.
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.shuffle_seq = True
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    shuffle = builtin.PermutePositions(builtin.MNIST1D_SHUFFLE_PERMUTATION)
+    for split, key in zip(mnist1d_splits, ("x", "x_test"), strict=True):
+        np.testing.assert_array_equal(shuffle(split.x)[:, 0], raw[key].astype(np.float32))
+
+
 def test_digits_split():
     train, test = digits()
     _check_splits(train, test, (1, 8, 8), 1437, 360)
@@ -149,7 +199,8 @@ def test_registry_and_available_datasets(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "not-created"))
     rows = available_datasets()
     assert not (tmp_path / "not-created").exists()  # looking does not create the cache
-    assert [name for name, *_ in rows] == ["mnist1d", "digits", "mnist5k"] == list(DATASETS)
+    assert [name for name, *_ in rows] == ["mnist1d", "mnist1d-shuffled", "digits",
+                                           "mnist5k"] == list(DATASETS)
     for name, description, available, missing in rows:
         assert isinstance(description, str) and description
         assert available == (missing is None)

@@ -1,4 +1,5 @@
-"""Batch transforms: Normalize, translate / RandomTranslate (1-D, 2-D, 3-D), Compose."""
+"""Batch transforms: Normalize, translate / RandomTranslate (1-D, 2-D, 3-D), PermutePositions,
+Compose."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab.data import Compose, Normalize, RandomTranslate, translate
+from cnnlab.data import Compose, Normalize, PermutePositions, RandomTranslate, translate
 
 
 def _translate_reference(xb: np.ndarray, shifts: np.ndarray) -> np.ndarray:
@@ -101,6 +102,61 @@ def test_random_translate_rank_mismatch():
         RandomTranslate((1, 1))(np.zeros((2, 1, 5)))
     with pytest.raises(ValueError, match=r"input must have shape \(N, C, \*spatial\)"):
         RandomTranslate(1)(np.zeros(5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    spatial=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_permute_positions_matches_per_position_reference(spatial, batch, seed):
+    shape = (batch, 2, *spatial)
+    xb = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    permutation = np.random.default_rng(seed).permutation(int(np.prod(spatial)))
+    out = PermutePositions(permutation)(xb)
+    # Positions in C order: out's j-th position is xb's permutation[j]-th, every sample and
+    # channel alike.
+    positions = list(np.ndindex(*spatial))
+    expected = np.empty_like(xb)
+    for j, source in enumerate(permutation):
+        expected[(slice(None), slice(None), *positions[j])] = xb[
+            (slice(None), slice(None), *positions[source])]
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == xb.dtype and not np.shares_memory(out, xb)
+    np.testing.assert_array_equal(PermutePositions(permutation).inverse()(out), xb)
+
+
+def test_permute_positions_example_and_repr():
+    shuffle = PermutePositions((2, 0, 1))
+    np.testing.assert_array_equal(shuffle(np.array([[[1.0, 2.0, 3.0]]])), [[[3.0, 1.0, 2.0]]])
+    assert repr(shuffle) == "PermutePositions([2, 0, 1])"
+    assert repr(shuffle.inverse()) == "PermutePositions([1, 2, 0])"
+    with pytest.raises(ValueError, match="read-only"):
+        shuffle.permutation[0] = 1  # fixed once made
+
+
+@pytest.mark.parametrize(
+    ("permutation", "error", "match"),
+    [([0, 0, 1], ValueError, r"hold each of 0\.\.2 exactly once, got \[0, 0, 1\]"),
+     ([1, 2, 3], ValueError, r"hold each of 0\.\.2 exactly once, got \[1, 2, 3\]"),
+     ([], TypeError, r"be a non-empty 1-D sequence of ints, got \[\]"),
+     ([0.0, 1.0], TypeError, r"be a non-empty 1-D sequence of ints, got \[0\.0, 1\.0\]"),
+     ([[0, 1]], TypeError, "be a non-empty 1-D sequence of ints"),
+     ([[0], [0, 1]], TypeError, "be a non-empty 1-D sequence of ints"),
+     (3, TypeError, "be a non-empty 1-D sequence of ints, got 3")],
+)
+def test_permute_positions_bad_permutation(permutation, error, match):
+    with pytest.raises(error, match=f"PermutePositions: permutation must {match}"):
+        PermutePositions(permutation)
+
+
+def test_permute_positions_size_mismatch_at_call():
+    with pytest.raises(ValueError, match=r"the permutation has 3 positions but the input has 4 "
+                                         r"\(spatial shape \(2, 2\), input shape \(1, 1, 2, 2\)\)"):
+        PermutePositions([2, 0, 1])(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"PermutePositions: input must have shape \(N, C"):
+        PermutePositions([0])(np.zeros(5))
 
 
 def test_normalize_per_channel():

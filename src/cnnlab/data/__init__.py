@@ -5,9 +5,10 @@ Everything here returns NumPy arrays in one convention: inputs float32 ``(N, C, 
 
 - ``Dataset``, ``ArrayDataset``, ``stratified_split``: samples and splits.
 - ``DataLoader``: batches, seeded shuffling, ``state_dict()`` to resume mid-epoch.
-- ``Normalize``, ``RandomTranslate``, ``Compose``, ``translate``: batch transforms.
-- ``mnist1d``, ``digits``, ``mnist5k``, ``DATASETS``, ``available_datasets``,
-  ``load_dataset``: built-in datasets that work offline.
+- ``Normalize``, ``RandomTranslate``, ``PermutePositions``, ``Compose``, ``translate``: batch
+  transforms.
+- ``mnist1d``, ``mnist1d_shuffled``, ``digits``, ``mnist5k``, ``DATASETS``,
+  ``available_datasets``, ``load_dataset``: built-in datasets that work offline.
 - ``read_idx``, ``write_idx``, ``load_mnist_idx``, ``read_cifar_batch``, ``load_cifar10``,
   ``load_cifar100``, ``ImageFolder``: files a user brings.
 - ``download``, ``get_cache_dir``: sha256-verified atomic downloads into the cache.
@@ -20,6 +21,7 @@ from .builtin import (
     digits,
     load_dataset,
     mnist1d,
+    mnist1d_shuffled,
     mnist5k,
 )
 from .dataset import ArrayDataset, Dataset, stratified_split
@@ -34,7 +36,7 @@ from .readers import (
     read_idx,
     write_idx,
 )
-from .transforms import Compose, Normalize, RandomTranslate, translate
+from .transforms import Compose, Normalize, PermutePositions, RandomTranslate, translate
 
 __all__ = [
     "DATASETS",
@@ -47,6 +49,7 @@ __all__ = [
     "DownloadError",
     "ImageFolder",
     "Normalize",
+    "PermutePositions",
     "RandomTranslate",
     "available_datasets",
     "digits",
@@ -57,6 +60,7 @@ __all__ = [
     "load_dataset",
     "load_mnist_idx",
     "mnist1d",
+    "mnist1d_shuffled",
     "mnist5k",
     "read_cifar_batch",
     "read_idx",

@@ -4,7 +4,9 @@ They act on a whole batch at once (the ``DataLoader`` calls them per batch), so 
 per-sample choice is vectorised over ``N``. ``RandomTranslate`` is the lecture's translation
 prior used as data augmentation: a translated digit is still the same digit, so training on
 shifted copies teaches the invariance the architecture's convolutions and pooling build in
-(lecture, "Translation invariance": ``T_v f(x) = f(x - v)``).
+(lecture, "Translation invariance": ``T_v f(x) = f(x - v)``). ``PermutePositions`` does the
+opposite: one fixed reordering of the positions destroys the spatial order that prior relies on
+while keeping every value (Greydanus 2020's "shuffled" MNIST-1D, after Zhang et al. 2017).
 """
 
 from __future__ import annotations
@@ -202,6 +204,74 @@ def translate(xb: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         gathered = np.take_along_axis(out, np.clip(source, 0, size - 1), axis=axis)
         out = np.where(inside, gathered, np.zeros((), dtype=xb.dtype))
     return out if n_spatial else xb.copy()
+
+
+class PermutePositions:
+    """Reorder the spatial positions of every sample by one fixed permutation.
+
+    The spatial positions are counted in C order (for images, row by row), and
+    ``out[n, c, j] = x[n, c, permutation[j]]`` for every sample ``n`` and channel ``c``:
+    position ``j`` of the output holds what position ``permutation[j]`` of the input held
+    (NumPy's ``x[..., permutation]`` for sequences). The same permutation applies to every
+    sample and channel and on every call, so the batch keeps every value and label but loses
+    which values were neighbours: a dense layer can undo it exactly (it is a relabelling of
+    its input weights), a convolution cannot.
+
+    Parameters
+    ----------
+    permutation : sequence of ints
+        Each of ``0 .. P-1`` exactly once, ``P`` the number of spatial positions.
+
+    Shape
+    -----
+    ``(N, C, *spatial) -> (N, C, *spatial)`` with ``prod(spatial) == len(permutation)``; a
+    new array of the input's dtype (the input is untouched).
+
+    Examples
+    --------
+    >>> shuffle = PermutePositions([2, 0, 1])
+    >>> shuffle(np.array([[[10.0, 20.0, 30.0]]])).tolist()
+    [[[30.0, 10.0, 20.0]]]
+    >>> shuffle.inverse()(shuffle(np.array([[[10.0, 20.0, 30.0]]]))).tolist()
+    [[[10.0, 20.0, 30.0]]]
+    """
+
+    def __init__(self, permutation: Sequence[int] | np.ndarray) -> None:
+        try:
+            array = np.asarray(permutation)
+        except ValueError:  # a ragged sequence
+            array = np.asarray(())
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(
+                f"PermutePositions: permutation must be a non-empty 1-D sequence of ints, "
+                f"got {permutation!r}"
+            )
+        if not np.array_equal(np.sort(array), np.arange(array.size)):
+            raise ValueError(
+                f"PermutePositions: permutation must hold each of 0..{array.size - 1} exactly "
+                f"once, got {array.tolist()}"
+            )
+        self.permutation = array.astype(np.int64)
+        self.permutation.flags.writeable = False
+
+    def inverse(self) -> PermutePositions:
+        """The transform that puts every position back: ``p.inverse()(p(x)) == x``."""
+        return PermutePositions(np.argsort(self.permutation))
+
+    def __call__(self, xb: np.ndarray) -> np.ndarray:
+        xb = _check_batch(xb, "PermutePositions")
+        spatial = xb.shape[2:]
+        positions = int(np.prod(spatial))
+        if positions != self.permutation.size:
+            raise ValueError(
+                f"PermutePositions: the permutation has {self.permutation.size} positions but "
+                f"the input has {positions} (spatial shape {spatial}, input shape {xb.shape})"
+            )
+        flat = xb.reshape(*xb.shape[:2], positions)
+        return flat[..., self.permutation].reshape(xb.shape)
+
+    def __repr__(self) -> str:
+        return f"PermutePositions({self.permutation.tolist()})"
 
 
 class Compose:
