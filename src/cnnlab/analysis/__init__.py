@@ -7,6 +7,15 @@ So far: :func:`trace`, the graph capture the analysis functions read models thro
 """
 
 from .continuous import FrequencyResponse, frequency_response, periodic_convolution
+from .equivariance import (
+    AntialiasedPool,
+    EquivarianceReport,
+    EquivarianceRow,
+    ShiftConsistency,
+    equivariance_report,
+    shift_consistency,
+    swap_pooling,
+)
 from .graph import CONSTANT, INPUT, Graph, Node, trace
 from .kernel import KernelEstimate, kernel_of
 from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
@@ -24,8 +33,11 @@ __all__ = [
     "CONSTANT",
     "INPUT",
     "ActivationStats",
+    "AntialiasedPool",
     "ConvMatrixStats",
     "EffectiveReceptiveField",
+    "EquivarianceReport",
+    "EquivarianceRow",
     "FrequencyResponse",
     "Graph",
     "KernelEstimate",
@@ -35,16 +47,20 @@ __all__ = [
     "ParameterTable",
     "ReceptiveFieldRow",
     "ReceptiveFields",
+    "ShiftConsistency",
     "TrainingStats",
     "activation_stats",
     "conv_matrix",
     "conv_matrix_stats",
     "effective_receptive_field",
+    "equivariance_report",
     "frequency_response",
     "kernel_of",
     "parameter_table",
     "periodic_convolution",
     "read_training_stats",
     "receptive_fields",
+    "shift_consistency",
+    "swap_pooling",
     "trace",
 ]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad, grad, observe_ops
+from ..autograd import Tensor, enable_grad, grad, no_grad, observe_ops
 from ..nn.hooks import observe_calls
 from ..nn.module import Module
 
@@ -226,6 +226,27 @@ class Capture:
             return np.dtype(str(p.dtype).replace("torch.", ""))
         return np.dtype(np.float32)
 
+    def _cast(self, array: np.ndarray) -> np.ndarray:
+        """A float input in the model's dtype (a float64 batch for a float32 model)."""
+        return array.astype(self.dtype(), copy=False)
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        """The model's (first) output on ``array`` (batch axis included), without
+        recording or gradients, as a NumPy array."""
+        if self.torch_model:
+            import torch
+
+            from ._torch import torch_input
+
+            with torch.no_grad():
+                out = self.model(torch_input(self.model, array))
+            first = _flat_tensors(out)[0]
+            return first.detach().cpu().numpy()
+        with no_grad():
+            out = self.model(self._cast(_example_array(array, self.fn)))
+        first = _flat_tensors(out)[0]
+        return np.asarray(first.data if isinstance(first, Tensor) else first)
+
     def run(self, array: np.ndarray, *, differentiable: bool = False) -> Recording:
         """Run the model on ``array`` (batch axis included) in the mode it is in now and
         record every op. ``differentiable`` keeps what :meth:`Recording.input_gradient`
@@ -241,7 +262,8 @@ class Capture:
             with torch.set_grad_enabled(differentiable):
                 graph, values = self._torch.run(x)
             return Recording(graph, values, x, True)
-        graph, values, x = _run_cnnlab(self.model, _example_array(array, self.fn))
+        graph, values, x = _run_cnnlab(self.model,
+                                       self._cast(_example_array(array, self.fn)))
         return Recording(graph, values, x, False)
 
 

@@ -34,7 +34,7 @@ float64 with constant positive weights, average pools and no nonlinearities.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -391,21 +391,51 @@ def _reduced_axes(node: Node, rank: int, graph: Graph) -> set[int]:
     return {a % rank for a in axes}
 
 
-def _rows_from(graph: Graph, margin: int) -> tuple[list[ReceptiveFieldRow], list[_Field]]:
+def _rows_from(graph: Graph, margin: int, strict: bool
+               ) -> tuple[list[ReceptiveFieldRow], list[_Field]]:
+    """Each node's field, pushed forward from the input's. ``strict``: an op the
+    arithmetic does not know raises; otherwise its row (and every row that reads only
+    such values) has no field and says why."""
     rank = len(graph.input_shape)
     fields: dict[str, _Field] = {"<input>": _input_field(graph.input_shape[2:], margin)}
+    unknown: set[str] = set()
     rows, kept = [], []
     for node in graph:
         try:
             result = _propagate(graph, node, fields, rank)
+            reason = ""
+            if result is None and any(ref in unknown for ref in node.inputs):
+                unknown.add(node.ref)
+                reason = "after an op without a known field"
         except _UnknownOpError as error:
-            raise ValueError(f"receptive_fields: {error.args[0]}: op {node.op!r} "
-                             f"{node.attrs or ''} in layer {node.module or '<model>'!r} "
-                             f"({node.module_type}), node %{node.index}") from None
+            message = (f"{error.args[0]}: op {node.op!r} {node.attrs or ''} in layer "
+                       f"{node.module or '<model>'!r} ({node.module_type}), node "
+                       f"%{node.index}")
+            if strict:
+                raise ValueError(f"receptive_fields: {message}") from None
+            result, reason = None, message
+            unknown.add(node.ref)
         fields[node.ref] = result
         kept.append(result)
-        rows.append(_row(node, result))
+        row = _row(node, result)
+        rows.append(replace(row, reason=reason) if reason else row)
     return rows, kept
+
+
+def graph_fields(graph: Graph, *, strict: bool = True) -> ReceptiveFields:
+    """:func:`receptive_fields` of a traced graph (see :func:`_rows_from` for
+    ``strict``)."""
+    margin = 2 * max(graph.input_shape[2:], default=1) + 64
+    while True:
+        try:
+            rows, kept = _rows_from(graph, margin, strict)
+            break
+        except _MarginTooNarrowError:
+            if margin > 1 << 22:
+                raise ValueError("receptive_fields: fields wider than 4 million pixels"
+                                 ) from None
+            margin *= 4
+    return ReceptiveFields(tuple(rows), tuple(graph.input_shape[1:]), tuple(kept))
 
 
 def _row(node: Node, axes: _Field) -> ReceptiveFieldRow:
@@ -459,16 +489,7 @@ def receptive_fields(model: Any, input_shape: Sequence[int]) -> ReceptiveFields:
     capture = Capture(model, "receptive_fields")
     with evaluating(model):
         graph = capture.run(np.zeros((1, *shape), capture.dtype())).graph
-    margin = 2 * max(shape[1:]) + 64
-    while True:
-        try:
-            rows, kept = _rows_from(graph, margin)
-            break
-        except _MarginTooNarrowError:
-            if margin > 1 << 22:
-                raise ValueError("receptive_fields: fields wider than 4 million pixels") from None
-            margin *= 4
-    return ReceptiveFields(tuple(rows), shape, tuple(kept))
+    return graph_fields(graph)
 
 
 @dataclass(frozen=True)
@@ -562,5 +583,5 @@ def effective_receptive_field(model: Any, input_shape: Sequence[int], *,
 
 
 __all__ = ["EffectiveReceptiveField", "ReceptiveFieldRow", "ReceptiveFields",
-           "effective_receptive_field", "receptive_fields"]
+           "effective_receptive_field", "graph_fields", "receptive_fields"]
 

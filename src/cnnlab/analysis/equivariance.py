@@ -1,0 +1,481 @@
+"""Shift-equivariance, layer by layer, and shift-invariance of a model's decision.
+
+The lecture: a convolution commutes with shifts, and so does a stack of stride-1
+convolutions and pointwise nonlinearities; a stride s only commutes with shifts by
+multiples of s, pooling buys approximate invariance, and borders break all of it.
+:func:`equivariance_report` measures each claim on a model, op by op: it runs the model on
+an input and on its shifts, and compares every op's output on the shifted input with the
+op's output shifted by ``shift / jump`` (the op's cumulative stride, from
+:func:`~.receptive.receptive_fields`). :func:`shift_consistency` is Zhang 2019's
+consistency of the top-1 class under random shifts, and :func:`swap_pooling` gives a
+copy of the model with anti-aliased (or plain) pooling to compare.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from .._random import check_rng
+from ..functional import (
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    blur_pool1d,
+    blur_pool2d,
+    blur_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
+from ..ops._args import check_choice
+from .graph import Capture, Recording, evaluating
+from .receptive import graph_fields
+
+MODES = ("circular", "crop")
+
+
+def shift_array(array: np.ndarray, offsets: Sequence[int], mode: str) -> np.ndarray:
+    """``array`` (N, C, *spatial) moved by ``offsets`` (one int per spatial axis, positive
+    moves content to higher indices): ``circular`` rolls, ``crop`` fills with zeros."""
+    axes = tuple(range(2, 2 + len(offsets)))
+    if mode == "circular":
+        return np.roll(array, tuple(int(o) for o in offsets), axis=axes)
+    out = np.zeros_like(array)
+    source = [slice(None)] * array.ndim
+    target = [slice(None)] * array.ndim
+    for axis, o in zip(axes, offsets):
+        n = array.shape[axis]
+        o = int(o)
+        if abs(o) >= n:
+            return out
+        source[axis] = slice(0, n - o) if o >= 0 else slice(-o, n)
+        target[axis] = slice(o, n) if o >= 0 else slice(0, n + o)
+    out[tuple(target)] = array[tuple(source)]
+    return out
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    scale = float(np.linalg.norm(b))
+    diff = float(np.linalg.norm(a - b))
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / scale
+
+
+@dataclass(frozen=True)
+class EquivarianceRow:
+    """One op: ``jump`` is its cumulative stride per axis; ``errors`` has one relative
+    error per shift, ``||f(shift x) - shift(f(x), shift / jump)|| / ||f(x)||`` over the
+    batch, None where that shift is not a multiple of the jump; ``error`` is the largest
+    of them (None, with ``reason``, where no shift applies or the op has no spatial
+    axes)."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    jump: tuple[float, ...] | None
+    error: float | None
+    errors: tuple[float | None, ...]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class EquivarianceReport:
+    """:func:`equivariance_report`'s answer: ``rows`` in execution order; per shift,
+    ``output_change`` (relative change of the model's output, the same measure without
+    shifting the output back) and ``prediction_change`` (the fraction of inputs whose
+    top-1 class changes, for an (N, classes) output; None otherwise)."""
+
+    rows: tuple[EquivarianceRow, ...]
+    shifts: tuple[int, ...]
+    mode: str
+    output_change: tuple[float, ...]
+    prediction_change: tuple[float | None, ...]
+
+    def row(self, name: str) -> EquivarianceRow:
+        """The last row of the module ``name`` or with the full row name ``name``."""
+        for row in reversed(self.rows):
+            if row.name == name or row.name.startswith(f"{name}:"):
+                return row
+        raise KeyError(f"equivariance_report: no row named {name!r}")
+
+    def to_table(self) -> str:
+        """One line per op, one error column per shift."""
+        head = ("layer", "output shape", "jump", *(f"shift {s}" for s in self.shifts))
+
+        def show(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2e}"
+
+        cells = [head]
+        for r in self.rows:
+            jump = "-" if r.jump is None else "x".join(f"{j:g}" for j in r.jump)
+            errors = tuple(show(e) for e in r.errors) if r.errors else (r.reason,)
+            cells.append((r.name, str(r.output_shape[1:]), jump, *errors))
+        widths = [max(len(row[i]) for row in cells if i < len(row))
+                  for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                 for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        change = ", ".join(f"{s}: {c:.3g}" for s, c in zip(self.shifts, self.output_change))
+        lines.append(f"output change per shift ({self.mode}): {change}")
+        if any(p is not None for p in self.prediction_change):
+            flips = ", ".join(f"{s}: {p:.1%}" for s, p in zip(self.shifts,
+                                                                self.prediction_change)
+                              if p is not None)
+            lines.append(f"top-1 changed per shift: {flips}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+
+def _check_batch(x: Any, fn: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        kind = getattr(x, "dtype", type(x).__name__)
+        raise TypeError(f"{fn}: x must be a float32 or float64 NumPy array, got {kind}")
+    if x.ndim < 3 or 0 in x.shape:
+        raise ValueError(f"{fn}: x must be a batch (N, C, *spatial) with at least one "
+                         f"spatial axis, got shape {x.shape}")
+    return x
+
+
+def _check_shifts(shifts: Any, fn: str) -> tuple[int, ...]:
+    if isinstance(shifts, (int, np.integer)) and not isinstance(shifts, bool):
+        shifts = (shifts,)
+    if (not isinstance(shifts, Sequence) or not shifts or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s != 0
+            for s in shifts)):
+        raise ValueError(f"{fn}: shifts must be nonzero ints, got {shifts!r}")
+    return tuple(int(s) for s in shifts)
+
+
+def _prediction_change(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.ndim != 2 or a.shape[1] < 2:
+        return None
+    return float(np.mean(a.argmax(axis=1) != b.argmax(axis=1)))
+
+
+def equivariance_report(model: Any, x: np.ndarray, *, shifts: Sequence[int] = (1, 2, 4, 8),
+                        mode: str = "circular") -> EquivarianceReport:
+    """Each op's shift-equivariance error on the batch ``x`` ((N, C, *spatial)).
+
+    Every shift moves the input by ``s`` along every spatial axis: ``mode="circular"``
+    rolls it (exact equivariance is possible), ``"crop"`` fills with zeros (the borders
+    show). The model runs in eval mode; each module's mode is restored after, and no
+    gradient is written. For a stack of stride-1 circular convolutions and pointwise
+    nonlinearities every error is 0 to float rounding; strides, poolings and borders make
+    them grow. An op the shift cannot be followed through (after a flatten or a global
+    pooling) gets error None with the reason.
+
+    >>> from cnnlab import nn
+    >>> model = nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="circular"),
+    ...                       nn.ReLU())
+    >>> x = np.random.default_rng(0).standard_normal((4, 1, 16)).astype(np.float32)
+    >>> [r.error < 1e-6 for r in equivariance_report(model, x, shifts=(1, 3)).rows]
+    [True, True]
+    """
+    fn = "equivariance_report"
+    x = _check_batch(x, fn)
+    shifts_t = _check_shifts(shifts, fn)
+    check_choice(mode, MODES, "mode", fn)
+    capture = Capture(model, fn)
+    nd = x.ndim - 2
+    with evaluating(model):
+        base = capture.run(x)
+        moved: list[Recording] = [capture.run(shift_array(x, (s,) * nd, mode))
+                                  for s in shifts_t]
+    for recording in moved:
+        if len(recording.graph) != len(base.graph):
+            raise ValueError(f"{fn}: the model ran {len(recording.graph)} ops on a shifted "
+                             f"input and {len(base.graph)} on the input; its forward "
+                             f"depends on the values")
+    fields = graph_fields(base.graph, strict=False)
+    rows = []
+    for node, field_row in zip(base.graph, fields.rows):
+        if field_row.jump is None:
+            rows.append(EquivarianceRow(node.name, node.op, node.output_shape, None, None,
+                                        (), field_row.reason or "no spatial axes"))
+            continue
+        reference = base.array(node.index)
+        errors: list[float | None] = []
+        reasons = []
+        for s, recording in zip(shifts_t, moved):
+            out_shift = [Fraction(s) / Fraction(j).limit_denominator(1 << 20)
+                         for j in field_row.jump]
+            if any(o.denominator != 1 for o in out_shift):
+                errors.append(None)
+                reasons.append(f"shift {s} is not a multiple of the stride "
+                               f"{'x'.join(f'{j:g}' for j in field_row.jump)}")
+                continue
+            expected = shift_array(reference, [int(o) for o in out_shift], mode)
+            errors.append(_relative(recording.array(node.index), expected)
+                          if reference.size else 0.0)
+        measured = [e for e in errors if e is not None]
+        rows.append(EquivarianceRow(node.name, node.op, node.output_shape,
+                                    tuple(float(j) for j in field_row.jump),
+                                    max(measured) if measured else None, tuple(errors),
+                                    "" if measured else "; ".join(reasons)))
+    out = base.output_array()
+    changes, flips = [], []
+    for recording in moved:
+        shifted_out = recording.output_array()
+        changes.append(_relative(shifted_out, out))
+        flips.append(_prediction_change(out, shifted_out))
+    return EquivarianceReport(tuple(rows), shifts_t, mode, tuple(changes), tuple(flips))
+
+
+@dataclass(frozen=True)
+class ShiftConsistency:
+    """Zhang 2019's consistency: the fraction of ``pairs`` random pairs of shifts of each
+    input (each shift uniform in ``[-max_shift, max_shift]`` per axis) whose top-1
+    classes agree; ``standard_error`` is that fraction's binomial standard error over the
+    ``samples`` pairs. ``accuracy`` (with ``labels``) is the top-1 accuracy over all the
+    shifted inputs."""
+
+    consistency: float
+    samples: int
+    max_shift: int
+    mode: str
+    standard_error: float
+    accuracy: float | None = None
+
+    def __str__(self) -> str:
+        text = (f"shift consistency {self.consistency:.2%} +- {self.standard_error:.2%} "
+                f"over {self.samples} pairs of shifts up to {self.max_shift} ({self.mode})")
+        if self.accuracy is not None:
+            text += f"; accuracy on the shifted inputs {self.accuracy:.2%}"
+        return text
+
+
+def _predict(capture: Capture, batch: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Top-1 classes of ``batch``, run in chunks of ``chunk`` inputs."""
+    classes = []
+    for lo in range(0, len(batch), chunk):
+        out = capture.forward(batch[lo:lo + chunk])
+        if out.ndim != 2 or out.shape[1] < 2:
+            raise ValueError(f"{capture.fn}: the model must output (N, classes) scores, "
+                             f"got shape {out.shape}")
+        classes.append(out.argmax(axis=1))
+    return np.concatenate(classes)
+
+
+def shift_consistency(model: Any, x: np.ndarray, *, max_shift: int, pairs: int = 10,
+                      mode: str = "circular", rng: np.random.Generator | None = None,
+                      labels: np.ndarray | None = None) -> ShiftConsistency:
+    """How often the top-1 class survives a shift: for each input of ``x``
+    ((N, C, *spatial)), ``pairs`` pairs of random shifts, each in ``[-max_shift,
+    max_shift]`` per spatial axis (``mode``: ``circular`` roll or ``crop`` with zero
+    fill); the fraction of pairs that get the same class (Zhang 2019, "Making
+    Convolutional Networks Shift-Invariant Again", section 4.1). With ``labels`` (N,),
+    also the accuracy on the shifted inputs. Eval mode, modes restored."""
+    fn = "shift_consistency"
+    x = _check_batch(x, fn)
+    check_choice(mode, MODES, "mode", fn)
+    if not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) \
+            or max_shift < 0:
+        raise ValueError(f"{fn}: max_shift must be an int >= 0, got {max_shift!r}")
+    if not isinstance(pairs, (int, np.integer)) or isinstance(pairs, bool) or pairs < 1:
+        raise ValueError(f"{fn}: pairs must be a positive int, got {pairs!r}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(x),):
+            raise ValueError(f"{fn}: labels must have shape ({len(x)},), got "
+                             f"{labels.shape}")
+    generator = check_rng(rng, fn)
+    nd = x.ndim - 2
+    n = len(x)
+    offsets = generator.integers(-max_shift, max_shift + 1, size=(n, pairs, 2, nd))
+    flat = offsets.reshape(-1, nd)
+    source = np.repeat(np.arange(n), pairs * 2)
+    # One shift per distinct offset, applied to every input that draws it at once.
+    distinct, which = np.unique(flat, axis=0, return_inverse=True)
+    batch = np.empty((len(flat), *x.shape[1:]), dtype=x.dtype)
+    for k, offset in enumerate(distinct):
+        rows = np.flatnonzero(which.ravel() == k)
+        batch[rows] = shift_array(x[source[rows]], offset, mode)
+    capture = Capture(model, fn)
+    with evaluating(model):
+        classes = _predict(capture, batch).reshape(n, pairs, 2)
+    same = classes[..., 0] == classes[..., 1]
+    consistency = float(same.mean())
+    samples = int(same.size)
+    error = float(np.sqrt(consistency * (1 - consistency) / samples))
+    accuracy = None
+    if labels is not None:
+        accuracy = float((classes == labels[:, None, None]).mean())
+    return ShiftConsistency(consistency, samples, int(max_shift), mode, error, accuracy)
+
+
+# -- pooling swaps ---------------------------------------------------------------------
+
+_MAX = {1: max_pool1d, 2: max_pool2d, 3: max_pool3d}
+_AVG = {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d}
+_BLUR = {1: blur_pool1d, 2: blur_pool2d, 3: blur_pool3d}
+
+
+class AntialiasedPool(nn.Module):
+    """Zhang 2019's anti-aliased pooling: the pooling (``kind`` "max" or "avg", window
+    ``kernel_size``, ``padding``) densely, at stride 1, then a binomial blur of
+    ``filter_size`` taps at ``stride`` (reflect padding, as the antialiased-cnns package
+    does). Its output has the strided pooling's size. :func:`swap_pooling` builds it and
+    reads back the pooling it replaced."""
+
+    def __init__(self, kind: str, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                 padding: tuple[int, ...], filter_size: int) -> None:
+        super().__init__()
+        self.kind, self.kernel_size, self.stride = kind, kernel_size, stride
+        self.padding, self.filter_size = padding, filter_size
+
+    def forward(self, x: Any) -> Any:
+        nd = len(self.kernel_size)
+        pool = _MAX[nd] if self.kind == "max" else _AVG[nd]
+        dense = pool(x, self.kernel_size, 1, self.padding)
+        return _BLUR[nd](dense, self.filter_size, self.stride, "reflect")
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, filter_size={self.filter_size}")
+
+
+def _tuple(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def _pooling_of(module: Any) -> tuple[str, int, tuple, tuple, tuple] | None:
+    """(kind, spatial dims, kernel, stride, padding) of a downsampling pooling module,
+    cnnlab's or torch's; None for anything else (stride-1 poolings included)."""
+    name = type(module).__name__
+    if isinstance(module, AntialiasedPool) or name == "TorchAntialiasedPool":
+        return ("blur", len(module.kernel_size), module.kernel_size, module.stride,
+                module.padding)
+    for kind, prefix in (("max", "MaxPool"), ("avg", "AvgPool"), ("blur", "BlurPool")):
+        if name in (f"{prefix}1d", f"{prefix}2d", f"{prefix}3d"):
+            nd = int(name[-2])
+            stride = _tuple(module.stride if module.stride is not None
+                            else getattr(module, "kernel_size", 1), nd)
+            if all(s == 1 for s in stride):
+                return None
+            if kind == "blur":  # a plain BlurPool: its window is its stride
+                return kind, nd, stride, stride, (0,) * nd
+            padding = _tuple(getattr(module, "padding", 0), nd)
+            return kind, nd, _tuple(module.kernel_size, nd), stride, padding
+    return None
+
+
+def _replacement(found: tuple[str, int, tuple, tuple, tuple], source: Any, kind: str,
+                 filter_size: int, torch_model: bool) -> Any:
+    was, nd, kernel, stride, padding = found
+    base = source.kind if was == "blur" and hasattr(source, "kind") else (
+        "max" if was == "blur" else was)
+    if kind == "blur":
+        if torch_model:
+            return _torch_antialiased()(base, kernel, stride, padding, filter_size)
+        return AntialiasedPool(base, kernel, stride, padding, filter_size)
+    if torch_model:
+        import torch
+
+        cls = getattr(torch.nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
+    else:
+        cls = getattr(nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
+    return cls(kernel, stride, padding)
+
+
+_TORCH_CLASS: list[Any] = []
+
+
+def _torch_antialiased() -> Any:
+    """:class:`AntialiasedPool` for torch models (defined when first needed: torch is
+    optional)."""
+    if _TORCH_CLASS:
+        return _TORCH_CLASS[0]
+    import torch
+    import torch.nn.functional as TF
+
+    from ..ops.pool import binomial_filter
+
+    class TorchAntialiasedPool(torch.nn.Module):
+        """Pooling at stride 1, then a binomial blur at the stride (Zhang 2019)."""
+
+        def __init__(self, kind: str, kernel_size: tuple[int, ...],
+                     stride: tuple[int, ...], padding: tuple[int, ...],
+                     filter_size: int) -> None:
+            super().__init__()
+            self.kind, self.kernel_size, self.stride = kind, kernel_size, stride
+            self.padding, self.filter_size = padding, filter_size
+            taps = binomial_filter((filter_size,) * len(kernel_size))
+            self.register_buffer("taps", torch.as_tensor(taps), persistent=False)
+
+        def forward(self, x: Any) -> Any:
+            nd = len(self.kernel_size)
+            pool = getattr(TF, f"{self.kind}_pool{nd}d")
+            dense = pool(x, self.kernel_size, 1, self.padding)
+            k = self.filter_size
+            pads = []
+            for _ in range(nd):
+                pads += [(k - 1) // 2, k - 1 - (k - 1) // 2]
+            padded = TF.pad(dense, pads, mode="reflect")
+            channels = x.shape[1]
+            weight = self.taps.to(x.dtype).expand(channels, 1, *self.taps.shape)
+            conv = getattr(TF, f"conv{nd}d")
+            return conv(padded, weight, stride=self.stride, groups=channels)
+
+    _TORCH_CLASS.append(TorchAntialiasedPool)
+    return TorchAntialiasedPool
+
+
+def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
+    """A copy of ``model`` whose every downsampling pooling (max, average or blur) is
+    ``kind``: ``"blur"`` (Zhang's recipe: the pooling at stride 1, then a binomial blur of
+    ``filter_size`` taps at the original stride; max pooling becomes his MaxBlurPool),
+    ``"max"`` or ``"avg"`` (that pooling with the original window, stride and padding).
+    Parameters and buffers are shared with ``model`` (the same objects): training one
+    trains the other. Swapping a swapped copy back restores the original pooling.
+
+    >>> from cnnlab import nn
+    >>> blurred = swap_pooling(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)), "blur")
+    >>> type(blurred[1]).__name__, swap_pooling(blurred, "max")[1].kernel_size
+    ('AntialiasedPool', (2, 2))
+    """
+    fn = "swap_pooling"
+    check_choice(kind, ("blur", "max", "avg"), "kind", fn)
+    if not isinstance(filter_size, (int, np.integer)) or isinstance(filter_size, bool) \
+            or filter_size < 1:
+        raise ValueError(f"{fn}: filter_size must be a positive int, got {filter_size!r}")
+    from ._torch import is_torch_module
+
+    torch_model = is_torch_module(model)
+    if not torch_model and not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a cnnlab.nn.Module or a torch.nn.Module, got "
+                        f"{type(model).__name__}")
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = p
+    for _, b in model.named_buffers():
+        if b is not None:
+            memo[id(b)] = b
+    result = copy.deepcopy(model, memo)
+    for parent in list(result.modules()):
+        children = parent._modules
+        for name, child in list(children.items()):
+            found = _pooling_of(child) if child is not None else None
+            if found is not None:
+                children[name] = _replacement(found, child, kind, int(filter_size),
+                                              torch_model)
+    if _pooling_of(result) is not None:  # the model is itself one pooling
+        found = _pooling_of(result)
+        assert found is not None
+        result = _replacement(found, result, kind, int(filter_size), torch_model)
+    return result
+
+
+__all__ = ["AntialiasedPool", "EquivarianceReport", "EquivarianceRow", "ShiftConsistency",
+           "equivariance_report", "shift_array", "shift_consistency", "swap_pooling"]
