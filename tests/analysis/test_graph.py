@@ -273,3 +273,48 @@ def test_settings_that_change_the_result_are_in_attrs():
     assert by_op["sum"] == {"axis": 1, "keepdims": True}
     assert by_op["leaky_relu"] == {"negative_slope": 0.2}
     assert by_op["gelu"] == {"approximate": "tanh"}
+
+
+def test_torch_models_are_read_through_fx():
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+
+    class Skip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 3, padding="same", bias=False)
+            self.bn = torch.nn.BatchNorm2d(2)
+            self.weight = torch.nn.Parameter(torch.randn(4, 4, 1, 1))
+
+        def forward(self, x):
+            h = tf.relu(self.bn(self.conv(x))) + x
+            h = torch.cat([h, x], dim=1)
+            h = tf.conv2d(h, self.weight, stride=2)
+            return h[..., 1:].flatten(1)
+
+    model = Skip()
+    model.train()
+    graph = trace(model, np.zeros((1, 2, 8, 8), np.float32))
+    assert [n.op for n in graph] == ["conv", "batch_norm", "relu", "add", "concatenate",
+                                     "conv", "getitem", "flatten"]
+    conv, bn, _, add, cat, conv2, crop, _ = graph
+    assert conv.inputs == (INPUT, "conv.weight") and conv.module == "conv"
+    assert conv.attrs["padding"] == ((1, 1), (1, 1)) and conv.attrs["kernel_size"] == (3, 3)
+    assert bn.inputs == ("%0", "bn.weight", "bn.bias") and bn.module_type == "BatchNorm2d"
+    assert add.inputs == ("%2", INPUT) and cat.inputs == ("%3", INPUT)
+    assert cat.attrs == {"axis": 1} and cat.output_shape == (1, 4, 8, 8)
+    assert conv2.inputs == ("%4", "weight") and conv2.attrs["stride"] == (2, 2)
+    assert crop.output_shape == (1, 4, 4, 3) and graph.outputs == ("%7",)
+    assert graph.parameter_shapes["weight"] == (4, 4, 1, 1)
+    assert model.training and model.bn.training  # modes restored
+
+
+def test_torch_forward_that_branches_on_values_is_refused():
+    torch = pytest.importorskip("torch")
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(ValueError, match=r"trace: torch\.fx cannot trace Branchy"):
+        trace(Branchy(), np.zeros((1, 1, 4), np.float32))

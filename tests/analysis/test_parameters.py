@@ -53,3 +53,35 @@ def test_shared_parameters_count_once():
 def test_bad_input_shape(shape):
     with pytest.raises(ValueError, match="parameter_table: input_shape"):
         parameter_table(nn.ReLU(), shape)
+
+
+def test_a_torch_lenet5_has_the_same_table():
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+    model = tnn.Sequential(tnn.Conv2d(1, 6, 5, padding=2), tnn.MaxPool2d(2), tnn.ReLU(),
+                           tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2), tnn.ReLU(), tnn.Flatten(),
+                           tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
+                           tnn.Linear(84, 10))
+    table = parameter_table(model, (1, 28, 28))
+    ours = parameter_table(models.build_model("lenet5", np.random.default_rng(0), (1, 28, 28), 10),
+                           (1, 28, 28))
+    assert table.total_params == 61_706 == ours.total_params
+    assert table.total_macs == 416_520 == ours.total_macs
+    assert [(r.op, r.output_shape, r.params, r.macs, r.dense_params) for r in table.rows] \
+        == [(r.op, r.output_shape, r.params, r.macs, r.dense_params) for r in ours.rows]
+
+
+def test_a_torch_residual_add_is_a_row():
+    torch = pytest.importorskip("torch")
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) + x
+
+    table = parameter_table(Block(), (2, 16))
+    assert [r.op for r in table.rows] == ["conv", "relu", "add"]
+    assert table.rows[0].params == 14 and table.total_params == 14

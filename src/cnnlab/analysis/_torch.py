@@ -257,7 +257,7 @@ class TorchCapture:
         try:
             self.module = torch.fx.symbolic_trace(model)
         except Exception as error:  # fx raises many kinds; all mean "cannot trace"
-            raise ValueError(f"{fn}: torch.fx cannot trace {type(model).__qualname__} "
+            raise ValueError(f"{fn}: torch.fx cannot trace {type(model).__name__} "
                              f"({type(error).__name__}: {error}); a forward with "
                              f"data-dependent control flow cannot be analysed") from error
         self.fn = fn

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..nn.module import Module
 from ..ops._args import prod
-from .graph import Graph, Node, trace
+from .graph import Capture, Graph, Node, evaluating
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,14 @@ def _macs(graph: Graph, node: Node) -> int:
     return prod(node.output_shape[1:]) * weight[-1]  # linear: out features x in features
 
 
-def parameter_table(model: Module, input_shape: Sequence[int]) -> ParameterTable:
+def parameter_table(model: Any, input_shape: Sequence[int]) -> ParameterTable:
     """Per op of ``model`` on one input of ``input_shape`` ((C, *spatial), no batch axis):
     its output shape, parameters, multiply-accumulates and the dense layer's parameters.
 
-    ``total_params`` counts every parameter of the model once (a shared one once, an
-    unused one too); a row counts the parameters an op reads first.
+    ``model`` is a cnnlab or a torch module (read through :func:`~.graph.trace`, so the
+    ops a ``forward`` calls between modules count too). ``total_params`` counts every
+    parameter of the model once (a shared one once, an unused one too); a row counts the
+    parameters an op reads first.
 
     >>> from cnnlab import nn
     >>> table = parameter_table(nn.Conv1d(1, 4, 3), (1, 32))
@@ -86,9 +88,9 @@ def parameter_table(model: Module, input_shape: Sequence[int]) -> ParameterTable
                                           for n in input_shape)):
         raise ValueError(f"parameter_table: input_shape must be (C, *spatial), positive "
                          f"ints without the batch axis, got {input_shape!r}")
-    params = list(model.parameters())
-    dtype = params[0].dtype if params else np.float64
-    graph = trace(model, np.zeros((1, *input_shape), dtype))
+    capture = Capture(model, "parameter_table")
+    with evaluating(model):
+        graph = capture.run(np.zeros((1, *input_shape), capture.dtype())).graph
     sizes = {name: prod(shape) for name, shape in graph.parameter_shapes.items()}
     counted: set[str] = set()
     rows = []
@@ -101,7 +103,9 @@ def parameter_table(model: Module, input_shape: Sequence[int]) -> ParameterTable
         rows.append(ParameterRow(node.name, node.op, node.output_shape[1:],
                                  sum(sizes[ref] for ref in fresh), _macs(graph, node),
                                  n_in * n_out + n_out))
-    total = sum(int(p.data.size) for p in {id(p): p for p in params}.values())
+    # every parameter once: a cnnlab Parameter's array has .size, a torch one .numel()
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = sum(int(p.numel()) if capture.torch_model else int(p.data.size) for p in unique)
     return ParameterTable(tuple(rows), total)
 
 
