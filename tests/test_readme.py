@@ -65,3 +65,14 @@ def test_conv2d_forward_its_vjp_and_its_tests_are_three_files_from_the_table():
     assert "`functional/convolution.py: conv, conv1d, conv2d, conv3d`" in row
     assert "`ops/gemm.py: conv_forward`" in row and "`ops/gemm.py: conv_backward`" in row
     assert "`tests/ops/test_gemm.py`" in row
+
+
+def test_the_looking_inside_example_runs_and_says_what_the_text_says(capsys):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Looking inside a model", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "total: 61,706 parameters, 416,520 MACs per sample" in printed
+    assert "4:max_pool  (16, 5, 5)    16x16  4x4" in printed
+    assert "boundary circular" in printed and "shift consistency" in printed

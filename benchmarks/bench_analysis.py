@@ -1,0 +1,181 @@
+"""Time the analysis calls issue 14 bounds (``cnnlab.analysis``), against their bars.
+
+| call | at most |
+|---|---|
+| ``equivariance_report`` on LeNet-5 with 64 inputs and 3 shifts | 1 s |
+| ``receptive_fields`` on a ResNet-50 | 1 s |
+| ``kernel_of`` on a 64x64 operator | 1 s |
+| ``conv_matrix`` for a (16, 32, 32) input with a 3x3 kernel | 0.5 s |
+
+Each call is timed whole, as a user makes it (tracing included), by the shared protocol
+(``_timing.compare``: pause, burst, minimum over rounds). The ResNet-50 is torchvision's
+layout written out here in torch (bottlenecks [3, 4, 6, 3], widths 64..2048; torchvision is
+not a dependency) and traced with ``torch.fx`` at 224x224; the same network is also built
+from cnnlab modules. ``kernel_of`` probes three 64x64 operators: scipy's 5x5
+``ndimage.correlate`` (a NumPy callable, one probe per call), a cnnlab ``Conv2d``
+(batched probes) and a torch ``Conv2d``.
+
+    python benchmarks/bench_analysis.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from _timing import FULL, QUICK, compare, machine_info, write_report
+
+from cnnlab import nn
+from cnnlab.analysis import conv_matrix, equivariance_report, kernel_of, receptive_fields
+from cnnlab.models import build_model
+
+BARS = {"equivariance_report lenet5 64x3": 1.0, "receptive_fields resnet50 torch": 1.0,
+        "receptive_fields resnet50 cnnlab": 1.0, "kernel_of scipy 64x64": 1.0,
+        "kernel_of cnnlab conv 64x64": 1.0, "kernel_of torch conv 64x64": 1.0,
+        "conv_matrix 16x32x32 k3": 0.5}
+
+
+def torch_resnet50() -> Any:
+    """torchvision's ResNet-50 layout (v1.5: the stride in the 3x3 conv), in torch."""
+    import torch
+
+    tnn = torch.nn
+
+    class Bottleneck(tnn.Module):
+        def __init__(self, c_in: int, mid: int, stride: int) -> None:
+            super().__init__()
+            out = 4 * mid
+            self.conv1, self.bn1 = tnn.Conv2d(c_in, mid, 1, bias=False), tnn.BatchNorm2d(mid)
+            self.conv2 = tnn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(mid)
+            self.conv3, self.bn3 = tnn.Conv2d(mid, out, 1, bias=False), tnn.BatchNorm2d(out)
+            self.relu = tnn.ReLU(inplace=True)
+            self.downsample = (tnn.Sequential(tnn.Conv2d(c_in, out, 1, stride, bias=False),
+                                              tnn.BatchNorm2d(out))
+                               if stride != 1 or c_in != out else None)
+
+        def forward(self, x: Any) -> Any:
+            identity = x if self.downsample is None else self.downsample(x)
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.relu(self.bn2(self.conv2(y)))
+            return self.relu(self.bn3(self.conv3(y)) + identity)
+
+    class ResNet50(tnn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1, self.relu = tnn.BatchNorm2d(64), tnn.ReLU(inplace=True)
+            self.maxpool = tnn.MaxPool2d(3, 2, 1)
+            stages, c_in = [], 64
+            for index, blocks in enumerate((3, 4, 6, 3)):
+                mid = 64 * 2**index
+                layers = []
+                for b in range(blocks):
+                    layers.append(Bottleneck(c_in, mid, 2 if b == 0 and index else 1))
+                    c_in = 4 * mid
+                stages.append(tnn.Sequential(*layers))
+            self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            self.avgpool, self.fc = tnn.AdaptiveAvgPool2d(1), tnn.Linear(2048, 1000)
+
+        def forward(self, x: Any) -> Any:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet50().eval()
+
+
+class CnnlabBottleneck(nn.Module):
+    def __init__(self, c_in: int, mid: int, stride: int) -> None:
+        super().__init__()
+        out = 4 * mid
+        self.conv1, self.bn1 = nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, out, 1, bias=False), nn.BatchNorm2d(out)
+        self.relu = nn.ReLU()
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, out, 1, stride, bias=False),
+                                         nn.BatchNorm2d(out))
+                           if stride != 1 or c_in != out else None)
+
+    def forward(self, x: Any) -> Any:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        return self.relu(self.bn3(self.conv3(y)) + identity)
+
+
+def cnnlab_resnet50() -> nn.Module:
+    """The same ResNet-50 from cnnlab modules."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    c_in = 64
+    for index, blocks in enumerate((3, 4, 6, 3)):
+        mid = 64 * 2**index
+        for b in range(blocks):
+            layers.append(CnnlabBottleneck(c_in, mid, 2 if b == 0 and index else 1))
+            c_in = 4 * mid
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
+    return nn.Sequential(*layers)
+
+
+def cases() -> dict[str, Any]:
+    import torch
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    lenet = build_model("lenet5", rng, (1, 28, 28), 10)
+    x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    resnet_torch, resnet_cnnlab = torch_resnet50(), cnnlab_resnet50()
+    weights = rng.standard_normal((1, 5, 5))
+    conv = nn.Conv2d(1, 1, 5, padding=2, rng=rng)
+    torch_conv = torch.nn.Conv2d(1, 1, 5, padding=2)
+    kernel = rng.standard_normal((16, 16, 3, 3))
+    return {
+        "equivariance_report lenet5 64x3": lambda: equivariance_report(lenet, x,
+                                                                       shifts=(1, 2, 4)),
+        "receptive_fields resnet50 torch": lambda: receptive_fields(resnet_torch,
+                                                                    (3, 224, 224)),
+        "receptive_fields resnet50 cnnlab": lambda: receptive_fields(resnet_cnnlab,
+                                                                     (3, 224, 224)),
+        "kernel_of scipy 64x64": lambda: kernel_of(
+            lambda a: ndimage.correlate(a, weights, mode="nearest"), (1, 64, 64),
+            rng=np.random.default_rng(0)),
+        "kernel_of cnnlab conv 64x64": lambda: kernel_of(conv, (1, 64, 64),
+                                                         rng=np.random.default_rng(0)),
+        "kernel_of torch conv 64x64": lambda: kernel_of(torch_conv, (1, 64, 64),
+                                                        rng=np.random.default_rng(0)),
+        "conv_matrix 16x32x32 k3": lambda: conv_matrix(kernel, (16, 32, 32), padding=1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisy)")
+    parser.add_argument("--json", metavar="FILE", default=None, help="write raw numbers")
+    args = parser.parse_args(argv)
+    protocol = QUICK if args.quick else FULL
+    command = shlex.join(["python", "benchmarks/bench_analysis.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    machine = machine_info()
+    print("machine:", json.dumps(machine))
+    seconds = compare(cases(), protocol)
+    rows = []
+    print(f"{'call':<36} {'seconds':>9} {'bar':>6}  verdict")
+    for name, value in seconds.items():
+        bar = BARS[name]
+        verdict = "within" if value <= bar else "OVER"
+        rows.append({"call": name, "seconds": value, "bar_s": bar, "within": value <= bar})
+        print(f"{name:<36} {value:>9.3f} {bar:>6.1f}  {verdict}")
+    if args.json:
+        write_report(args.json, {"rows": rows, "command": command, "machine": machine,
+                                 "protocol": protocol.as_dict()})
+
+
+if __name__ == "__main__":
+    main()
