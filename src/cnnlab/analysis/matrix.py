@@ -38,7 +38,12 @@ from ..ops.pad import check_pad_fits
 
 
 def _weight_array(weight: Any, fn: str) -> np.ndarray:
-    w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if isinstance(weight, Tensor):
+        w = weight.data
+    elif hasattr(weight, "detach") and hasattr(weight, "numpy"):  # a torch tensor
+        w = weight.detach().cpu().numpy()
+    else:
+        w = np.asarray(weight)
     if w.dtype.kind not in "fiu" or (w.dtype.kind == "f" and w.dtype.itemsize < 4):
         raise TypeError(f"{fn}: weight must be a float32 or float64 array, got dtype {w.dtype}")
     if w.ndim < 3:
@@ -118,8 +123,9 @@ def conv_matrix(weight: Any, input_shape: Sequence[int], *, stride: Any = 1,
 
     Parameters
     ----------
-    weight : (C_out, C_in/groups, *kernel) array or Tensor; for ``transposed=True`` the
-        transposed convolution's layout, (C_in, C_out/groups, *kernel).
+    weight : (C_out, C_in/groups, *kernel) array, Tensor or torch tensor; for
+        ``transposed=True`` the transposed convolution's layout, (C_in, C_out/groups,
+        *kernel).
     input_shape : (C_in, *spatial), one sample without the batch axis.
     stride, padding, dilation, groups, padding_mode
         As :func:`cnnlab.functional.conv2d` takes them: every padding form (ints, per-side
