@@ -204,7 +204,9 @@ def _train_config(args: argparse.Namespace):
                 "schedule": args.schedule, "weight_decay": args.weight_decay,
                 "augment_shift": args.augment_shift, "shuffle": getattr(args, "shuffle", None),
                 "checkpoint_every": args.checkpoint_every,
-                "threads": getattr(args, "threads", None), "stats_every": _stats_every(args)}
+                "threads": getattr(args, "threads", None), "stats_every": _stats_every(args),
+                "pool": getattr(args, "pool", None),
+                "blur_filter": getattr(args, "blur_filter", None)}
     if args.resume and args.checkpoint:
         settings = _resumed_settings(settings, Path(args.checkpoint))
     if getattr(args, "stats", None) and not settings["stats_every"]:  # --stats alone
@@ -363,6 +365,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help="weight decay")
     parser.add_argument("--augment-shift", type=int,
                         help="random translation of training inputs by up to this many pixels")
+    parser.add_argument("--pool", choices=("max", "avg", "blur"),
+                        help="make every downsampling pooling of the model this kind: blur "
+                             "is Zhang 2019's anti-aliased pooling (the pooling at stride 1, "
+                             "then a binomial blur at the stride); default: the model's own")
+    parser.add_argument("--blur-filter", type=positive_int, metavar="N",
+                        help="taps of --pool blur's binomial filter (default 4, as the "
+                             "antialiased-cnns package)")
     parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction,
                         help="reshuffle the training set every epoch (--no-shuffle: take it "
                              "in stored order; the default depends on the recipe)")

@@ -249,3 +249,46 @@ def test_swap_pooling_errors():
     with pytest.raises(TypeError, match="swap_pooling: model must be"):
         swap_pooling(object(), "blur")
     assert isinstance(swap_pooling(nn.MaxPool2d(2), "blur"), AntialiasedPool)
+
+
+def test_the_interior_is_exact_where_only_borders_break_equivariance():
+    # zero padding and valid convolutions change the border, not the interior; a max pool
+    # shifted by its stride commutes exactly away from the border too
+    model = nn.Sequential(nn.Conv2d(1, 3, 5, padding=2, rng=np.random.default_rng(0)),
+                          nn.ReLU(), nn.Conv2d(3, 3, 3, rng=np.random.default_rng(1)),
+                          nn.MaxPool2d(2), nn.Conv2d(3, 2, 3, rng=np.random.default_rng(2))
+                          ).to(np.float64)
+    x = np.random.default_rng(3).standard_normal((4, 1, 30, 30))
+    for mode in ("circular", "crop"):
+        report = equivariance_report(model, x, shifts=(2, 4, -2), mode=mode)
+        for row in report.rows:
+            assert row.error > 0.05, row  # the whole map sees the wrap or the fill
+            assert row.interior_error <= 1e-12, row
+            assert all(e is not None for e in row.interior_errors)
+    # by hand, on an op that weights positions (not equivariant anywhere): circular
+    # shift 2, a 5x5 window reads only unwrapped pixels (rows/cols 2..29 of the shifted
+    # input) for output units 4..27, compared with units 2..25 of the unshifted run
+    ramp = np.linspace(0.5, 1.5, 30)
+
+    class Weighted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = model[0]
+
+        def forward(self, x):
+            return self.conv(x) * ramp
+
+    report = equivariance_report(Weighted(), x, shifts=(2,))
+    y = model[0](x).data * ramp
+    y_shifted = model[0](np.roll(x, (2, 2), axis=(2, 3))).data * ramp
+    inner, before = y_shifted[:, :, 4:28, 4:28], y[:, :, 2:26, 2:26]
+    expected = np.linalg.norm(inner - before) / np.linalg.norm(before)
+    assert report.rows[-1].interior_errors[0] == pytest.approx(expected, rel=1e-12)
+    assert expected > 0.01
+    assert "(" in str(report)  # the table shows the interior beside the whole map
+
+
+def test_no_interior_when_the_field_covers_the_input():
+    model = nn.Sequential(nn.Conv1d(1, 1, 7, padding=3)).to(np.float64)
+    report = equivariance_report(model, np.ones((1, 1, 6)), shifts=(1,))
+    assert report.rows[0].interior_error is None and report.rows[0].error is not None

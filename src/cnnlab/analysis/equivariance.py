@@ -13,7 +13,6 @@ copy of the model with anti-aliased (or plain) pooling to compare.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,17 +22,7 @@ import numpy as np
 
 from .. import nn
 from .._random import check_rng
-from ..functional import (
-    avg_pool1d,
-    avg_pool2d,
-    avg_pool3d,
-    blur_pool1d,
-    blur_pool2d,
-    blur_pool3d,
-    max_pool1d,
-    max_pool2d,
-    max_pool3d,
-)
+from ..nn.pooling import POOL_KINDS, AntialiasedPool, PoolSettings, replace_pooling
 from ..ops._args import check_choice
 from .graph import Capture, Recording, evaluating
 from .receptive import graph_fields
@@ -75,7 +64,11 @@ class EquivarianceRow:
     error per shift, ``||f(shift x) - shift(f(x), shift / jump)|| / ||f(x)||`` over the
     batch, None where that shift is not a multiple of the jump; ``error`` is the largest
     of them (None, with ``reason``, where no shift applies or the op has no spatial
-    axes)."""
+    axes). ``interior_errors`` and ``interior_error`` are the same on the interior: the
+    units whose receptive field reads only input pixels that are neither wrapped nor
+    filled by the shift, and neither padding (None where no unit is that far inside).
+    They separate what the borders do from what strides and poolings do: a stack of
+    stride-1 convolutions, zero-padded or not, is exact there."""
 
     name: str
     kind: str
@@ -84,6 +77,8 @@ class EquivarianceRow:
     error: float | None
     errors: tuple[float | None, ...]
     reason: str = ""
+    interior_error: float | None = None
+    interior_errors: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,7 @@ class EquivarianceReport:
         raise KeyError(f"equivariance_report: no row named {name!r}")
 
     def to_table(self) -> str:
-        """One line per op, one error column per shift."""
+        """One line per op, one column per shift: the error (the interior's error)."""
         head = ("layer", "output shape", "jump", *(f"shift {s}" for s in self.shifts))
 
         def show(value: float | None) -> str:
@@ -116,7 +111,9 @@ class EquivarianceReport:
         cells = [head]
         for r in self.rows:
             jump = "-" if r.jump is None else "x".join(f"{j:g}" for j in r.jump)
-            errors = tuple(show(e) for e in r.errors) if r.errors else (r.reason,)
+            errors = tuple(f"{show(e)} ({show(i)})" if e is not None else "-"
+                           for e, i in zip(r.errors, r.interior_errors)
+                           ) if r.errors else (r.reason,)
             cells.append((r.name, str(r.output_shape[1:]), jump, *errors))
         widths = [max(len(row[i]) for row in cells if i < len(row))
                   for i in range(len(head))]
@@ -154,6 +151,30 @@ def _check_shifts(shifts: Any, fn: str) -> tuple[int, ...]:
             for s in shifts)):
         raise ValueError(f"{fn}: shifts must be nonzero ints, got {shifts!r}")
     return tuple(int(s) for s in shifts)
+
+
+def _interior_error(shifted: np.ndarray, reference: np.ndarray, offsets: Sequence[int],
+                    shift: int, extents: Any, input_spatial: Sequence[int]) -> float | None:
+    """The relative error on the units whose field, in the shifted run, reads only input
+    pixels the shift moved (not wrapped or filled) and no padding, compared with the
+    units ``offsets`` before them in the unshifted run; None if there are none."""
+    if extents is None:
+        return None
+    index_shifted: list[Any] = [slice(None), slice(None)]
+    index_reference: list[Any] = [slice(None), slice(None)]
+    for (lo, hi), k, n in zip(extents, offsets, input_spatial):
+        units = np.arange(len(lo))
+        keep = ((lo >= max(0, shift)) & (hi <= min(n - 1, n - 1 + shift))
+                & (units - k >= 0) & (units - k < len(lo)))
+        if not keep.any():
+            return None
+        index_shifted.append(units[keep])
+        index_reference.append(units[keep] - k)
+    a = shifted[np.ix_(*[np.arange(n) if isinstance(i, slice) else i
+                         for i, n in zip(index_shifted, shifted.shape)])]
+    b = reference[np.ix_(*[np.arange(n) if isinstance(i, slice) else i
+                           for i, n in zip(index_reference, reference.shape)])]
+    return _relative(a, b)
 
 
 def _prediction_change(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -204,24 +225,32 @@ def equivariance_report(model: Any, x: np.ndarray, *, shifts: Sequence[int] = (1
                                         (), field_row.reason or "no spatial axes"))
             continue
         reference = base.array(node.index)
+        extents = fields.extents(node.index)
         errors: list[float | None] = []
+        inside: list[float | None] = []
         reasons = []
         for s, recording in zip(shifts_t, moved):
             out_shift = [Fraction(s) / Fraction(j).limit_denominator(1 << 20)
                          for j in field_row.jump]
             if any(o.denominator != 1 for o in out_shift):
                 errors.append(None)
+                inside.append(None)
                 reasons.append(f"shift {s} is not a multiple of the stride "
                                f"{'x'.join(f'{j:g}' for j in field_row.jump)}")
                 continue
-            expected = shift_array(reference, [int(o) for o in out_shift], mode)
-            errors.append(_relative(recording.array(node.index), expected)
-                          if reference.size else 0.0)
+            offsets = [int(o) for o in out_shift]
+            shifted = recording.array(node.index)
+            expected = shift_array(reference, offsets, mode)
+            errors.append(_relative(shifted, expected) if reference.size else 0.0)
+            inside.append(_interior_error(shifted, reference, offsets, s, extents,
+                                          x.shape[2:]))
         measured = [e for e in errors if e is not None]
+        interior = [e for e in inside if e is not None]
         rows.append(EquivarianceRow(node.name, node.op, node.output_shape,
                                     tuple(float(j) for j in field_row.jump),
                                     max(measured) if measured else None, tuple(errors),
-                                    "" if measured else "; ".join(reasons)))
+                                    "" if measured else "; ".join(reasons),
+                                    max(interior) if interior else None, tuple(inside)))
     out = base.output_array()
     changes, flips = [], []
     for recording in moved:
@@ -315,86 +344,12 @@ def shift_consistency(model: Any, x: np.ndarray, *, max_shift: int, pairs: int =
 
 # -- pooling swaps ---------------------------------------------------------------------
 
-_MAX = {1: max_pool1d, 2: max_pool2d, 3: max_pool3d}
-_AVG = {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d}
-_BLUR = {1: blur_pool1d, 2: blur_pool2d, 3: blur_pool3d}
-
-
-class AntialiasedPool(nn.Module):
-    """Zhang 2019's anti-aliased pooling: the pooling (``kind`` "max" or "avg", window
-    ``kernel_size``, ``padding``) densely, at stride 1, then a binomial blur of
-    ``filter_size`` taps at ``stride`` (reflect padding, as the antialiased-cnns package
-    does). Its output has the strided pooling's size. :func:`swap_pooling` builds it and
-    reads back the pooling it replaced."""
-
-    def __init__(self, kind: str, kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                 padding: tuple[int, ...], filter_size: int) -> None:
-        super().__init__()
-        self.kind, self.kernel_size, self.stride = kind, kernel_size, stride
-        self.padding, self.filter_size = padding, filter_size
-
-    def forward(self, x: Any) -> Any:
-        nd = len(self.kernel_size)
-        pool = _MAX[nd] if self.kind == "max" else _AVG[nd]
-        dense = pool(x, self.kernel_size, 1, self.padding)
-        return _BLUR[nd](dense, self.filter_size, self.stride, "reflect")
-
-    def extra_repr(self) -> str:
-        return (f"kind={self.kind!r}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, filter_size={self.filter_size}")
-
-
-def _tuple(value: Any, n: int) -> tuple[int, ...]:
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) for v in value)
-    return (int(value),) * n
-
-
-def _pooling_of(module: Any) -> tuple[str, int, tuple, tuple, tuple] | None:
-    """(kind, spatial dims, kernel, stride, padding) of a downsampling pooling module,
-    cnnlab's or torch's; None for anything else (stride-1 poolings included)."""
-    name = type(module).__name__
-    if isinstance(module, AntialiasedPool) or name == "TorchAntialiasedPool":
-        return ("blur", len(module.kernel_size), module.kernel_size, module.stride,
-                module.padding)
-    for kind, prefix in (("max", "MaxPool"), ("avg", "AvgPool"), ("blur", "BlurPool")):
-        if name in (f"{prefix}1d", f"{prefix}2d", f"{prefix}3d"):
-            nd = int(name[-2])
-            stride = _tuple(module.stride if module.stride is not None
-                            else getattr(module, "kernel_size", 1), nd)
-            if all(s == 1 for s in stride):
-                return None
-            if kind == "blur":  # a plain BlurPool: its window is its stride
-                return kind, nd, stride, stride, (0,) * nd
-            padding = _tuple(getattr(module, "padding", 0), nd)
-            return kind, nd, _tuple(module.kernel_size, nd), stride, padding
-    return None
-
-
-def _replacement(found: tuple[str, int, tuple, tuple, tuple], source: Any, kind: str,
-                 filter_size: int, torch_model: bool) -> Any:
-    was, nd, kernel, stride, padding = found
-    base = source.kind if was == "blur" and hasattr(source, "kind") else (
-        "max" if was == "blur" else was)
-    if kind == "blur":
-        if torch_model:
-            return _torch_antialiased()(base, kernel, stride, padding, filter_size)
-        return AntialiasedPool(base, kernel, stride, padding, filter_size)
-    if torch_model:
-        import torch
-
-        cls = getattr(torch.nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
-    else:
-        cls = getattr(nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
-    return cls(kernel, stride, padding)
-
-
 _TORCH_CLASS: list[Any] = []
 
 
 def _torch_antialiased() -> Any:
-    """:class:`AntialiasedPool` for torch models (defined when first needed: torch is
-    optional)."""
+    """:class:`cnnlab.nn.AntialiasedPool` for torch models (defined when first needed:
+    torch is optional)."""
     if _TORCH_CLASS:
         return _TORCH_CLASS[0]
     import torch
@@ -432,13 +387,27 @@ def _torch_antialiased() -> Any:
     return TorchAntialiasedPool
 
 
+def _torch_pooling(settings: PoolSettings, source: Any, kind: str, filter_size: int) -> Any:
+    """:func:`cnnlab.nn.pooling.cnnlab_pooling` with torch's layers."""
+    import torch
+
+    was, nd, kernel, stride, padding = settings
+    base = getattr(source, "kind", "max") if was == "blur" else was
+    if kind == "blur":
+        return _torch_antialiased()(base, kernel, stride, padding, filter_size)
+    cls = getattr(torch.nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
+    return cls(kernel, stride, padding)
+
+
 def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
     """A copy of ``model`` whose every downsampling pooling (max, average or blur) is
     ``kind``: ``"blur"`` (Zhang's recipe: the pooling at stride 1, then a binomial blur of
-    ``filter_size`` taps at the original stride; max pooling becomes his MaxBlurPool),
-    ``"max"`` or ``"avg"`` (that pooling with the original window, stride and padding).
-    Parameters and buffers are shared with ``model`` (the same objects): training one
-    trains the other. Swapping a swapped copy back restores the original pooling.
+    ``filter_size`` taps at the original stride, :class:`cnnlab.nn.AntialiasedPool`; max
+    pooling becomes his MaxBlurPool), ``"max"`` or ``"avg"`` (that pooling with the
+    original window, stride and padding). Parameters and buffers are shared with
+    ``model`` (the same objects): training one trains the other. Swapping a swapped copy
+    back restores the original pooling. The cnnlab half is
+    :func:`cnnlab.nn.replace_pooling` (which ``cnnlab train --pool`` uses too).
 
     >>> from cnnlab import nn
     >>> blurred = swap_pooling(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)), "blur")
@@ -446,35 +415,18 @@ def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
     ('AntialiasedPool', (2, 2))
     """
     fn = "swap_pooling"
-    check_choice(kind, ("blur", "max", "avg"), "kind", fn)
+    check_choice(kind, POOL_KINDS, "kind", fn)
     if not isinstance(filter_size, (int, np.integer)) or isinstance(filter_size, bool) \
             or filter_size < 1:
         raise ValueError(f"{fn}: filter_size must be a positive int, got {filter_size!r}")
     from ._torch import is_torch_module
 
-    torch_model = is_torch_module(model)
-    if not torch_model and not isinstance(model, nn.Module):
+    if is_torch_module(model):
+        return replace_pooling(model, kind, int(filter_size), _torch_pooling)
+    if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: model must be a cnnlab.nn.Module or a torch.nn.Module, got "
                         f"{type(model).__name__}")
-    memo: dict[int, Any] = {}
-    for p in model.parameters():
-        memo[id(p)] = p
-    for _, b in model.named_buffers():
-        if b is not None:
-            memo[id(b)] = b
-    result = copy.deepcopy(model, memo)
-    for parent in list(result.modules()):
-        children = parent._modules
-        for name, child in list(children.items()):
-            found = _pooling_of(child) if child is not None else None
-            if found is not None:
-                children[name] = _replacement(found, child, kind, int(filter_size),
-                                              torch_model)
-    if _pooling_of(result) is not None:  # the model is itself one pooling
-        found = _pooling_of(result)
-        assert found is not None
-        result = _replacement(found, result, kind, int(filter_size), torch_model)
-    return result
+    return replace_pooling(model, kind, int(filter_size))
 
 
 __all__ = ["AntialiasedPool", "EquivarianceReport", "EquivarianceRow", "ShiftConsistency",

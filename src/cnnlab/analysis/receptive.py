@@ -158,6 +158,16 @@ class ReceptiveFields:
             result.append((int(lo[0]), int(hi[0])) if lo[0] <= hi[0] else (0, -1))
         return tuple(result)
 
+    def extents(self, index: int) -> tuple[tuple[np.ndarray, np.ndarray], ...] | None:
+        """Row ``index``'s units' fields: per spatial axis, the first and last input pixel
+        (``lo``, ``hi``, float arrays over the units; ``lo > hi`` for a unit that reads no
+        input), or None for a value without spatial axes."""
+        axes = self._fields[index]
+        if axes is None:
+            return None
+        return tuple((a.lo[a.margin:a.margin + a.n], a.hi[a.margin:a.margin + a.n])
+                     for a in axes)
+
     def to_table(self) -> str:
         """One line per op: name, output shape, size, jump, start."""
 

@@ -20,6 +20,7 @@ from .pooling import (
     AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
     AdaptiveMaxPool3d,
+    AntialiasedPool,
     AvgPool1d,
     AvgPool2d,
     AvgPool3d,
@@ -29,6 +30,7 @@ from .pooling import (
     MaxPool1d,
     MaxPool2d,
     MaxPool3d,
+    replace_pooling,
 )
 from .residual import ResidualBlock
 
@@ -40,6 +42,7 @@ __all__ = [
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
     "AdaptiveMaxPool3d",
+    "AntialiasedPool",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
@@ -81,4 +84,5 @@ __all__ = [
     "Softmax",
     "Tanh",
     "init",
+    "replace_pooling",
 ]

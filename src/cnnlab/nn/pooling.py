@@ -7,6 +7,7 @@ given (an int stays an int), as PyTorch does, and validated by the functional op
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -199,3 +200,102 @@ class BlurPool3d(_BlurPoolNd):
     """Anti-aliased downsampling of (N, C, D, H, W); see :class:`BlurPool2d`."""
 
     _functional = staticmethod(F.blur_pool3d)
+
+
+class AntialiasedPool(Module):
+    """Zhang 2019's anti-aliased pooling ("Making Convolutional Networks Shift-Invariant
+    Again"): the pooling (``kind`` "max" or "avg", window ``kernel_size``, ``padding``)
+    densely, at stride 1, then a binomial blur of ``filter_size`` taps at ``stride``
+    (reflect padding, as the antialiased-cnns package does). Its output has the strided
+    pooling's size: ``floor((n + 2p - k) / s) + 1``. For max pooling this is Zhang's
+    MaxBlurPool. :func:`replace_pooling` puts it in a model's place of its poolings."""
+
+    def __init__(self, kind: str, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                 padding: tuple[int, ...], filter_size: int = 4) -> None:
+        super().__init__()
+        self.kind, self.kernel_size, self.stride = kind, kernel_size, stride
+        self.padding, self.filter_size = padding, filter_size
+
+    def forward(self, x: Any) -> Any:
+        nd = len(self.kernel_size)
+        pool = ((F.max_pool1d, F.max_pool2d, F.max_pool3d) if self.kind == "max"
+                else (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d))[nd - 1]
+        blur = (F.blur_pool1d, F.blur_pool2d, F.blur_pool3d)[nd - 1]
+        return blur(pool(x, self.kernel_size, 1, self.padding), self.filter_size,
+                    self.stride, "reflect")
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, filter_size={self.filter_size}")
+
+
+POOL_KINDS = ("max", "avg", "blur")
+# (kind, spatial dims, kernel, stride, padding) of a downsampling pooling
+PoolSettings = tuple[str, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def _ints(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def pooling_settings(module: Any) -> PoolSettings | None:
+    """(kind, spatial dims, kernel, stride, padding) of a downsampling pooling layer, read
+    by class name so that torch's ``MaxPool2d`` counts as cnnlab's does; None for any
+    other module, and for poolings at stride 1 (they do not downsample). A plain
+    BlurPool's window is its stride; an :class:`AntialiasedPool` reports kind "blur"."""
+    name = type(module).__name__
+    if hasattr(module, "filter_size") and hasattr(module, "kind") and name in (
+            "AntialiasedPool", "TorchAntialiasedPool"):
+        return ("blur", len(module.kernel_size), tuple(module.kernel_size),
+                tuple(module.stride), tuple(module.padding))
+    for kind, prefix in (("max", "MaxPool"), ("avg", "AvgPool"), ("blur", "BlurPool")):
+        if name in (f"{prefix}1d", f"{prefix}2d", f"{prefix}3d"):
+            nd = int(name[-2])
+            stride = _ints(module.stride if module.stride is not None
+                           else module.kernel_size, nd)
+            if all(s == 1 for s in stride):
+                return None
+            if kind == "blur":
+                return kind, nd, stride, stride, (0,) * nd
+            return (kind, nd, _ints(module.kernel_size, nd), stride,
+                    _ints(getattr(module, "padding", 0), nd))
+    return None
+
+
+def cnnlab_pooling(settings: PoolSettings, source: Any, kind: str, filter_size: int
+                   ) -> Module:
+    """The cnnlab layer of ``kind`` in place of the pooling ``source`` (``settings``): for
+    "blur", an :class:`AntialiasedPool` around the pooling it replaces (max pooling for a
+    plain BlurPool); for "max" and "avg", that pooling with the same window, stride and
+    padding."""
+    was, nd, kernel, stride, padding = settings
+    base = getattr(source, "kind", "max") if was == "blur" else was
+    if kind == "blur":
+        return AntialiasedPool(base, kernel, stride, padding, filter_size)
+    classes = {"max": (MaxPool1d, MaxPool2d, MaxPool3d), "avg": (AvgPool1d, AvgPool2d,
+                                                                 AvgPool3d)}
+    return classes[kind][nd - 1](kernel, stride, padding)
+
+
+def replace_pooling(model: Any, kind: str, filter_size: int = 4,
+                    make: Callable[[PoolSettings, Any, str, int], Any] = cnnlab_pooling
+                    ) -> Any:
+    """A copy of ``model`` whose every downsampling pooling is ``kind`` ("max", "avg" or
+    "blur", see :func:`cnnlab_pooling`), its parameters and buffers shared with ``model``
+    (the same objects). ``make`` builds each replacement (the default, cnnlab layers;
+    :func:`cnnlab.analysis.swap_pooling` passes torch's for a torch model: the walk only
+    needs ``parameters()``, ``named_buffers()``, ``modules()`` and ``_modules``)."""
+    memo: dict[int, Any] = {id(p): p for p in model.parameters()}
+    memo.update({id(b): b for _, b in model.named_buffers() if b is not None})
+    result = copy.deepcopy(model, memo)
+    found = pooling_settings(result)
+    if found is not None:  # the model is itself one pooling layer
+        return make(found, result, kind, filter_size)
+    for parent in list(result.modules()):
+        for name, child in list(parent._modules.items()):
+            settings = pooling_settings(child) if child is not None else None
+            if settings is not None:
+                parent._modules[name] = make(settings, child, kind, filter_size)
+    return result

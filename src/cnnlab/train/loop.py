@@ -33,6 +33,7 @@ from ..autograd import Tensor, grad, no_grad
 from ..data import ArrayDataset, DataLoader, load_dataset
 from ..data.transforms import RandomTranslate
 from ..models import MODELS, build_model
+from ..nn.pooling import replace_pooling
 from ..ops._args import prod
 from ..optim import SGD, Adam, AdamW
 from ..optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
@@ -179,6 +180,8 @@ class Trainer:
         self.num_classes = int(max(train.y.max(), test.y.max()) + 1)
         self.input_shape = tuple(train.x.shape[1:])
         self.model = build_model(config.model, init_rng, self.input_shape, self.num_classes)
+        if config.pool is not None:  # the same weights, other poolings (--pool)
+            self.model = replace_pooling(self.model, config.pool, config.blur_filter)
         transform = (RandomTranslate(config.augment_shift, rng=augment_rng)
                      if config.augment_shift else None)
         self.loader = DataLoader(train, batch_size=config.batch_size, shuffle=config.shuffle,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..nn.pooling import POOL_KINDS
+
 # The standard CNN of each dataset (what ``--model cnn`` means).
 STANDARD_CNN = {"mnist1d": "mnist1d-cnn", "mnist1d-shuffled": "mnist1d-cnn",
                 "digits": "digits-cnn", "mnist5k": "lenet5"}
@@ -33,6 +35,9 @@ class TrainConfig:
     training set in its stored order, the same batches every epoch (False).
     ``stats_every``: record activation statistics and gradient norms at every step that is
     a multiple of it (0: none; :mod:`cnnlab.train.stats`), into ``checkpoint_dir`` when set.
+    ``pool``: every downsampling pooling of the model becomes this kind, "max", "avg" or
+    "blur" (Zhang 2019's anti-aliased pooling with ``blur_filter`` taps,
+    :func:`cnnlab.nn.replace_pooling`); None keeps the model's own.
     """
 
     data: str
@@ -54,6 +59,8 @@ class TrainConfig:
     progress: bool = True
     threads: int = 0
     stats_every: int = 0
+    pool: str | None = None
+    blur_filter: int = 4
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid hyperparameter."""
@@ -81,6 +88,9 @@ class TrainConfig:
             self.threads >= 0 or _fail(f"threads must be >= 0 (0: auto), got {self.threads}"),
             self.stats_every >= 0
             or _fail(f"stats-every must be >= 0 (0: no stats), got {self.stats_every}"),
+            self.pool is None or self.pool in POOL_KINDS
+            or _fail(f"pool must be one of {POOL_KINDS}, got {self.pool!r}"),
+            self.blur_filter >= 1 or _fail(f"blur-filter must be >= 1, got {self.blur_filter}"),
         ]
         del checks
 
@@ -90,7 +100,7 @@ class TrainConfig:
 # may extend) and machine-side settings, which change nothing in the weights (``threads``
 # only decides how many shards run at once).
 RECIPE_FIELDS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed",
-                 "augment_shift", "shuffle")
+                 "augment_shift", "shuffle", "pool", "blur_filter")
 
 
 def saved_setting(saved: dict[str, Any], name: str) -> Any:
