@@ -292,3 +292,55 @@ def test_no_interior_when_the_field_covers_the_input():
     model = nn.Sequential(nn.Conv1d(1, 1, 7, padding=3)).to(np.float64)
     report = equivariance_report(model, np.ones((1, 1, 6)), shifts=(1,))
     assert report.rows[0].interior_error is None and report.rows[0].error is not None
+
+
+@pytest.mark.parametrize("make", ["cnnlab", "torch"])
+def test_swaps_keep_ceil_mode_dilation_and_count_include_pad(make):
+    torch = pytest.importorskip("torch")
+    lib = nn if make == "cnnlab" else torch.nn
+    pools = [lib.MaxPool2d(3, 2, ceil_mode=True), lib.MaxPool2d(2, 2, dilation=2),
+             lib.AvgPool2d(3, 2, 1, count_include_pad=False), lib.AvgPool2d(3, 2, 1,
+                                                                            ceil_mode=True)]
+    x = np.random.default_rng(0).standard_normal((2, 3, 14, 14))
+
+    def run(module):
+        if make == "torch":
+            with torch.no_grad():
+                return module.double()(torch.from_numpy(x)).numpy()
+        return module.to(np.float64)(x).data
+
+    for pool in pools:
+        expected = run(pool)
+        for kind in ("max", "avg", "blur"):
+            if kind == "avg" and getattr(pool, "dilation", 1) not in (1, (1, 1)):
+                with pytest.raises(ValueError, match="has no average pooling"):
+                    swap_pooling(pool, kind)
+                continue
+            swapped = swap_pooling(pool, kind)
+            assert run(swapped).shape == expected.shape, (pool, kind)
+        back = swap_pooling(swap_pooling(pool, "blur"), type(pool).__name__[:3].lower())
+        np.testing.assert_allclose(run(back), expected, atol=1e-12)
+
+
+def test_blur_with_ceil_mode_matches_between_cnnlab_and_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((1, 2, 13, 13))
+    ours = swap_pooling(nn.MaxPool2d(3, 2, ceil_mode=True), "blur")(x).data
+    theirs = swap_pooling(torch.nn.MaxPool2d(3, 2, ceil_mode=True), "blur").double()
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, theirs(torch.from_numpy(x)).numpy(), atol=1e-12)
+
+
+def test_functional_poolings_in_a_torch_forward_are_reported():
+    torch = pytest.importorskip("torch")
+
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.max_pool2d(self.conv(x), 2)
+
+    with pytest.warns(UserWarning, match="1 pooling.*calls as functions"):
+        swap_pooling(Functional(), "blur")

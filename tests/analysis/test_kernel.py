@@ -194,3 +194,33 @@ def test_bad_operators_and_arguments():
         kernel_of(lambda x: x, (8,))
     with pytest.raises(ValueError, match="kernel_of: tol must be a positive number"):
         kernel_of(lambda x: x, (1, 8), tol=0)
+
+
+def test_a_constant_that_varies_with_position_is_not_a_bias():
+    # LeNet-1989's per-unit biases: affine, the linear part a convolution, but f(0)
+    # varies with position, so shifting the input does not shift the output
+    def op(x):
+        return ndimage.correlate(x, [[1.0, 2.0, -1.0]], mode="constant") + np.linspace(
+            0, 1, 16)[None]
+
+    found = kernel_of(op, (1, 16), rng=np.random.default_rng(0))
+    assert found.affine and not found.linear and found.bias is None
+    assert not found.shift_equivariant and found.equivariance_error > 1e-3
+    # padding with -1 (LeNet-1989's background): the kernel holds inside, not at borders
+    def padded(x):
+        return F.conv2d(F.pad(x[None], (2, 2, 2, 2), value=-1.0), np.ones((1, 1, 3, 3)))[0]
+
+    found = kernel_of(padded, (1, 12, 12), rng=np.random.default_rng(0))
+    np.testing.assert_allclose(found.kernel, np.ones((1, 1, 3, 3)), atol=1e-12)
+    assert found.boundary is None and found.residual > 0.1
+    assert "not one bias per channel" in found.note
+
+
+def test_too_small_an_input_says_so():
+    weight = np.array([[[1.0, 2.0, 3.0]]])
+    found = kernel_of(lambda x: F.conv1d(x[None], weight, stride=2, dilation=3,
+                                         padding=1)[0], (1, 7))
+    assert found.kernel is None and "probe a larger input_shape" in found.note
+    found = kernel_of(lambda x: F.conv1d(x[None], weight, stride=2, dilation=3,
+                                         padding=1)[0], (1, 20))
+    np.testing.assert_allclose(found.kernel, weight)

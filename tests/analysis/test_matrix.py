@@ -156,3 +156,12 @@ def test_zero_padding_and_strides_break_the_diagonal_form():
 
 def test_a_zero_output_padding_tuple_is_no_output_padding():
     assert conv_matrix(np.ones((1, 1, 3)), (1, 4), output_padding=(0,)).shape == (2, 4)
+
+
+def test_zero_taps_and_cancelling_taps_are_no_entries():
+    stats = conv_matrix_stats(np.array([[[1.0, 0.0, 2.0]]]), (1, 8), padding=1)
+    assert stats.nonzeros == 14 and stats.distinct_values == 2  # 6 units x 2 taps + 2 x 1
+    # circular padding on 2 samples: the two taps of [1, -1] land on one entry and cancel
+    m = conv_matrix(np.array([[[1.0, 0.0, -1.0]]]), (1, 2), padding=1,
+                    padding_mode="circular")
+    assert m.nnz == 0 and not np.any(m.data == 0)

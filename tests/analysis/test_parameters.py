@@ -85,3 +85,11 @@ def test_a_torch_residual_add_is_a_row():
     table = parameter_table(Block(), (2, 16))
     assert [r.op for r in table.rows] == ["conv", "relu", "add"]
     assert table.rows[0].params == 14 and table.total_params == 14
+
+
+def test_a_concatenation_reads_all_its_inputs():
+    model = models.build_model("lenet1989", np.random.default_rng(0), (1, 16, 16), 10)
+    table = parameter_table(model, (1, 16, 16))
+    cat = next(r for r in table.rows if r.op == "concatenate")
+    assert cat.output_shape == (12, 4, 4)
+    assert cat.dense_params == (3 * 4 * 4 * 4) * 192 + 192  # three 4x4x4 maps -> 192

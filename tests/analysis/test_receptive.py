@@ -291,3 +291,31 @@ def test_erf_layer_choice_and_errors():
         effective_receptive_field(model, (1, 21), layer="nope")
     with pytest.raises(ValueError, match="samples must be a positive int"):
         effective_receptive_field(model, (1, 21), samples=0)
+
+
+def test_upsampling_modes_against_torch_gradients():
+    torch = pytest.importorskip("torch")
+    for mode, taps in (("nearest", 1), ("bilinear", 2), ("bicubic", 4)):
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, bias=False),
+                                    torch.nn.Upsample(scale_factor=2, mode=mode)).double()
+        torch.nn.init.constant_(model[0].weight, 1.0)
+        fields = receptive_fields(model, (1, 16, 16))
+        x = torch.ones(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+        for unit in (11, 12):
+            out = model(x)
+            (grad,) = torch.autograd.grad(out[0, 0, unit, unit], x)
+            rows = np.nonzero(grad[0, 0].abs().sum(1).numpy() > 0)[0]
+            (lo, hi), _ = fields.field_of(fields.rows[-1].name, (unit, unit))
+            assert (lo, hi) == (rows.min(), rows.max()), (mode, unit)
+        assert taps >= 1
+    model = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear",
+                                                  align_corners=True))
+    with pytest.raises(ValueError, match="aligned corners"):
+        receptive_fields(model, (1, 8, 8))
+
+
+def test_sizes_carry_no_float_noise():
+    model = nn.Sequential(nn.ConvTranspose1d(1, 1, 3, stride=3), nn.Conv1d(1, 1, 2))
+    row = receptive_fields(model, (1, 12)).rows[-1]
+    assert all(isinstance(v, int) for v in row.size + row.jump) or row.jump == (1 / 3,)
+    assert "000000" not in str(receptive_fields(model, (1, 12)))

@@ -127,7 +127,8 @@ def _module_op(module: Any, in_shape: tuple[int, ...]) -> tuple[str, dict[str, A
         return ("softmax" if name == "Softmax" else "log_softmax"), {"axis": module.dim}
     if name in ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"):
         return "upsample", {"scale_factor": module.scale_factor, "size": module.size,
-                            "mode": module.mode}
+                            "mode": module.mode,
+                            "align_corners": bool(getattr(module, "align_corners", False))}
     return _snake(name), {}
 
 
@@ -220,9 +221,11 @@ def _function_op(target: Any, args: Sequence[Any], kwargs: dict[str, Any],
         return "pad", {"pad": tuple(bound["pad"]), "mode": bound.get("mode", "constant"),
                        "value": bound.get("value")}
     if target is F.interpolate or name == "interpolate":
-        bound = _bind(("input", "size", "scale_factor", "mode"), args, kwargs)
+        bound = _bind(("input", "size", "scale_factor", "mode", "align_corners"), args,
+                      kwargs)
         return "upsample", {"scale_factor": bound.get("scale_factor"),
-                            "size": bound.get("size"), "mode": bound.get("mode", "nearest")}
+                            "size": bound.get("size"), "mode": bound.get("mode", "nearest"),
+                            "align_corners": bool(bound.get("align_corners"))}
     if target is F.linear:
         return "linear", {}
     if name in ("contiguous", "clone", "detach", "identity"):

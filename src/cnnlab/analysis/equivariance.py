@@ -13,8 +13,9 @@ copy of the model with anti-aliased (or plain) pooling to compare.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -22,7 +23,13 @@ import numpy as np
 
 from .. import nn
 from .._random import check_rng
-from ..nn.pooling import POOL_KINDS, AntialiasedPool, PoolSettings, replace_pooling
+from ..nn.pooling import (
+    POOL_KINDS,
+    AntialiasedPool,
+    PoolSpec,
+    replace_pooling,
+)
+from ..nn.pooling import ceil_mode_extra as _ceil_mode_extra
 from ..ops._args import check_choice
 from .graph import Capture, Recording, evaluating
 from .receptive import graph_fields
@@ -358,45 +365,91 @@ def _torch_antialiased() -> Any:
     from ..ops.pool import binomial_filter
 
     class TorchAntialiasedPool(torch.nn.Module):
-        """Pooling at stride 1, then a binomial blur at the stride (Zhang 2019)."""
+        """:class:`cnnlab.nn.AntialiasedPool` in torch: the pooling at stride 1, then a
+        binomial blur at the stride (Zhang 2019)."""
 
-        def __init__(self, kind: str, kernel_size: tuple[int, ...],
-                     stride: tuple[int, ...], padding: tuple[int, ...],
-                     filter_size: int) -> None:
+        def __init__(self, spec: PoolSpec, filter_size: int) -> None:
             super().__init__()
-            self.kind, self.kernel_size, self.stride = kind, kernel_size, stride
-            self.padding, self.filter_size = padding, filter_size
-            taps = binomial_filter((filter_size,) * len(kernel_size))
+            self.spec, self.filter_size = spec, filter_size
+            taps = binomial_filter((filter_size,) * spec.spatial_dims)
             self.register_buffer("taps", torch.as_tensor(taps), persistent=False)
 
+        @property
+        def kind(self) -> str:
+            return self.spec.base
+
         def forward(self, x: Any) -> Any:
-            nd = len(self.kernel_size)
-            pool = getattr(TF, f"{self.kind}_pool{nd}d")
-            dense = pool(x, self.kernel_size, 1, self.padding)
+            spec = self.spec
+            nd = spec.spatial_dims
+            if spec.base == "max":
+                dense = getattr(TF, f"max_pool{nd}d")(x, spec.kernel_size, 1, spec.padding,
+                                                      spec.dilation)
+            else:
+                dense = getattr(TF, f"avg_pool{nd}d")(x, spec.kernel_size, 1, spec.padding,
+                                                      False, spec.count_include_pad)
+            if spec.ceil_mode:  # as AntialiasedPool: repeat the last values
+                for axis in range(nd):
+                    extra = _ceil_mode_extra(spec, axis, x.shape[2 + axis],
+                                             dense.shape[2 + axis])
+                    if extra:
+                        last = dense.narrow(2 + axis, dense.shape[2 + axis] - 1, 1)
+                        dense = torch.cat([dense] + [last] * extra, dim=2 + axis)
             k = self.filter_size
-            pads = []
-            for _ in range(nd):
-                pads += [(k - 1) // 2, k - 1 - (k - 1) // 2]
-            padded = TF.pad(dense, pads, mode="reflect")
+            padded = TF.pad(dense, [(k - 1) // 2, k - 1 - (k - 1) // 2] * nd,
+                            mode="reflect")
             channels = x.shape[1]
             weight = self.taps.to(x.dtype).expand(channels, 1, *self.taps.shape)
             conv = getattr(TF, f"conv{nd}d")
-            return conv(padded, weight, stride=self.stride, groups=channels)
+            return conv(padded, weight, stride=spec.stride, groups=channels)
 
     _TORCH_CLASS.append(TorchAntialiasedPool)
     return TorchAntialiasedPool
 
 
-def _torch_pooling(settings: PoolSettings, source: Any, kind: str, filter_size: int) -> Any:
+def _torch_pooling(spec: PoolSpec, kind: str, filter_size: int) -> Any:
     """:func:`cnnlab.nn.pooling.cnnlab_pooling` with torch's layers."""
     import torch
 
-    was, nd, kernel, stride, padding = settings
-    base = getattr(source, "kind", "max") if was == "blur" else was
+    from ..nn.pooling import _checked_swap
+
+    base = _checked_swap(spec, kind)
+    nd = spec.spatial_dims
     if kind == "blur":
-        return _torch_antialiased()(base, kernel, stride, padding, filter_size)
-    cls = getattr(torch.nn, f"{'Max' if kind == 'max' else 'Avg'}Pool{nd}d")
-    return cls(kernel, stride, padding)
+        return _torch_antialiased()(replace(spec, kind="blur", base=base), filter_size)
+    if kind == "max":
+        return getattr(torch.nn, f"MaxPool{nd}d")(spec.kernel_size, spec.stride,
+                                                  spec.padding, spec.dilation,
+                                                  ceil_mode=spec.ceil_mode)
+    return getattr(torch.nn, f"AvgPool{nd}d")(spec.kernel_size, spec.stride, spec.padding,
+                                              spec.ceil_mode, spec.count_include_pad)
+
+
+def _functional_poolings(model: Any) -> int:
+    """How many poolings a torch model's ``forward`` calls as functions (not layers, so
+    not swapped), outside the pooling layers themselves; 0 when torch.fx cannot trace
+    it."""
+    import torch.fx
+
+    from ..nn.pooling import pooling_spec
+
+    if pooling_spec(model) is not None:
+        return 0
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # fx raises many kinds; then nothing is known
+        return 0
+    count = 0
+    for n in graph.nodes:
+        name = getattr(n.target, "__name__", str(n.target))
+        if n.op not in ("call_function", "call_method") or "pool" not in name \
+                or "adaptive" in name:
+            continue
+        stack = list((n.meta.get("nn_module_stack") or {}).values())
+        inside = stack[-1][0] if stack else ""
+        if inside and pooling_spec(model.get_submodule(inside)) is not None:
+            continue  # a pooling layer's own forward (an anti-aliased pooling's)
+        count += 1
+    return count
 
 
 def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
@@ -422,6 +475,11 @@ def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
     from ._torch import is_torch_module
 
     if is_torch_module(model):
+        left = _functional_poolings(model)
+        if left:
+            warnings.warn(f"{fn}: {left} pooling(s) that {type(model).__name__}.forward "
+                          f"calls as functions (F.max_pool2d...) are not layers and stay "
+                          f"as they are", UserWarning, stacklevel=2)
         return replace_pooling(model, kind, int(filter_size), _torch_pooling)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: model must be a cnnlab.nn.Module or a torch.nn.Module, got "

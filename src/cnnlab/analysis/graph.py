@@ -214,7 +214,10 @@ class Capture:
         self.model, self.fn = model, fn
         self.torch_model = is_torch_module(model)
         if self.torch_model:
-            self._torch = TorchCapture(model, fn)
+            # Traced in eval mode: fx turns ``self.training`` into a constant where a
+            # forward reads it (F.dropout(x, p, self.training), F.batch_norm(...)).
+            with evaluating(model):
+                self._torch = TorchCapture(model, fn)
         elif not isinstance(model, Module):
             kind = type(model)
             raise TypeError(f"{fn}: model must be a cnnlab.nn.Module or a torch.nn.Module, "

@@ -322,11 +322,14 @@ def kernel_of(operator: Any, input_shape: Sequence[int], *,
     if fields is None and candidates:
         fields = candidates[0]
     strides = fields[1] if fields is not None else ratio_strides
-    equivariance_error = _shift_error(g, x[:1], gx[:1], strides, fields)
+    # Shifts are tested on the operator itself, its constant included: a bias that
+    # varies with position (LeNet-1989's per-unit biases) breaks equivariance too.
+    fx = gx[:1] + y0
+    equivariance_error = _shift_error(op, x[:1], fx, strides, fields)
     if equivariance_error is not None and fields is None and not affine:
         # a nonlinear operator: try the strides its shapes allow, keep the best
         for s in range(1, max(ratio_strides) + 2):
-            trial = _shift_error(g, x[:1], gx[:1], (s,) * len(spatial_in))
+            trial = _shift_error(op, x[:1], fx, (s,) * len(spatial_in))
             if trial is not None and trial < equivariance_error:
                 equivariance_error, strides = trial, (s,) * len(spatial_in)
     # Too few output units to compare shifted middles: a convolution rebuilt from the
@@ -340,22 +343,36 @@ def kernel_of(operator: Any, input_shape: Sequence[int], *,
                               strides if shift_equivariant else None, None, None,
                               linearity_error, equivariance_error, None, shape, out_shape,
                               "not linear: no kernel")
+    # On a map of a few units every unit may read padding: no row shows the whole
+    # kernel, and shifts cannot be told from the borders.
+    small = min(out_shape[1:]) < 4 and (fields is None or residual > tol)
+    hint = (f"; its output has {min(out_shape[1:])} units along an axis, too few to tell "
+            f"a convolution from its borders: probe a larger input_shape" if small else "")
     if fields is None or not shift_equivariant:
         note = ("not shift-equivariant: no kernel" if not shift_equivariant
-                else "no single kernel reproduces the operator's central rows")
+                else "no single kernel reproduces the operator's central rows") + hint
         return KernelEstimate(linear, affine, shift_equivariant, None, bias, None, None,
                               None, None, linearity_error, equivariance_error, None, shape,
                               out_shape, note)
     kernel, stride, dilation, padding = fields
     note = ""
+    if boundary is not None and residual <= tol and not linear and bias is None:
+        # The linear part is this convolution, but the constant f(0) is not one bias per
+        # channel (LeNet-1989's padding with -1 shows at the borders): on the operator
+        # itself, the rebuilt convolution misses it.
+        rebuilt = np.stack([_correlate(item, kernel, stride, dilation, padding, boundary)
+                            for item in x])
+        residual = _relative(rebuilt - (gx + y0), gx + y0)
     if untested and residual > tol:
         return KernelEstimate(linear, affine, False, None, bias, None, None, None, None,
                               linearity_error, None, None, shape, out_shape,
                               "too few output units to test shifts, and no convolution "
-                              "reproduces the operator")
+                              "reproduces the operator" + hint)
     if boundary is None or residual > tol:
         note = ("the kernel holds away from the borders, but no boundary rule (zeros, "
-                "circular, reflect, replicate) reproduces the borders")
+                "circular, reflect, replicate) reproduces the borders"
+                + (", and its constant f(0) is not one bias per channel"
+                   if not linear and bias is None else ""))
         boundary = None
     return KernelEstimate(linear, affine, shift_equivariant, kernel, bias, boundary, stride,
                           dilation, padding, linearity_error, equivariance_error,

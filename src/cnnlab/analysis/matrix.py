@@ -112,7 +112,9 @@ def _matrix(w: np.ndarray, input_shape: tuple[int, ...], stride: tuple[int, ...]
     keep = np.broadcast_to(valid, full)
     matrix = scipy.sparse.coo_matrix((vals[keep], (rows[keep], cols[keep])),
                                      shape=(c_out * out_size, input_shape[0] * in_size))
-    return matrix.tocsr()
+    csr = matrix.tocsr()  # sums the taps that land on one entry (circular wrap)
+    csr.eliminate_zeros()  # a zero tap, or taps that cancel, are no entry
+    return csr
 
 
 def conv_matrix(weight: Any, input_shape: Sequence[int], *, stride: Any = 1,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..ops._args import prod
-from .graph import Capture, Graph, Node, evaluating
+from .graph import INPUT, Capture, Graph, Node, evaluating
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class ParameterRow:
     """One op: ``output_shape`` per sample (no batch axis); ``params``, the parameters it
     reads for the first time; ``macs``, its multiply-accumulates per sample (convolutions,
     transposed convolutions and linear layers; 0 for the rest); ``dense_params``, the
-    weights and biases of a fully connected layer from its input's size to its output's."""
+    weights and biases of a fully connected layer from its inputs' size (all of them, for
+    a concatenation or a sum; parameters and constants aside) to its output's."""
 
     name: str
     op: str
@@ -97,8 +98,11 @@ def parameter_table(model: Any, input_shape: Sequence[int]) -> ParameterTable:
     for node in graph:
         fresh = [ref for ref in node.params if ref not in counted]
         counted.update(fresh)
-        source = graph.shape_of(node.inputs[0]) if node.inputs else None
-        n_in = prod(source[1:]) if source else 0
+        # what the op reads: the input and earlier ops' outputs (a concatenation's or a
+        # residual sum's inputs together), not its parameters or constants
+        sources = [graph.shape_of(ref) for ref in node.inputs
+                   if ref == INPUT or ref.startswith("%")]
+        n_in = sum(prod(shape[1:]) for shape in sources if shape)
         n_out = prod(node.output_shape[1:])
         rows.append(ParameterRow(node.name, node.op, node.output_shape[1:],
                                  sum(sizes[ref] for ref in fresh), _macs(graph, node),

@@ -116,7 +116,12 @@ class ReceptiveFieldRow:
 
 
 def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else float(value)
+    """An int where ``value`` is one up to float rounding (a jump of 1/3 times 3), else
+    the float."""
+    rounded = round(float(value))
+    if abs(float(value) - rounded) < 1e-9:
+        return int(rounded)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class ReceptiveFields:
         """One line per op: name, output shape, size, jump, start."""
 
         def show(values: tuple[Any, ...] | None) -> str:
-            return "-" if values is None else "x".join(str(_number(v)) for v in values)
+            return "-" if values is None else "x".join(f"{_number(v):.6g}" for v in values)
 
         cells = [("layer", "output shape", "size", "jump", "start")]
         cells += [(r.name, str(r.output_shape[1:]), show(r.size), show(r.jump),
@@ -294,18 +299,25 @@ def _upsample_axis(axis: _Axis, n_out: int, mode: str) -> _Axis:
     if n_out % axis.n:
         raise _UnknownOpError(f"an upsampling from {axis.n} to {n_out} units (not a multiple)")
     scale = n_out // axis.n
-    # nearest: unit o copies unit floor(o / scale); (bi)linear without aligned corners
-    # reads the two units around (o + 0.5) / scale - 0.5.
-    margin = axis.margin * scale - (scale if mode != "nearest" else 0)
+    # nearest: unit o copies unit floor(o / scale); linear (bilinear, trilinear) without
+    # aligned corners reads the two units around (o + 0.5) / scale - 0.5, bicubic the four
+    # (PyTorch's interpolate; aligned corners and other modes are not followed).
+    taps = {"nearest": None, "linear": (0, 1), "bilinear": (0, 1), "trilinear": (0, 1),
+            "bicubic": (-1, 0, 1, 2)}
+    if mode not in taps:
+        raise _UnknownOpError(f"an upsampling in mode {mode!r}")
+    reach = 0 if taps[mode] is None else 2 * scale + 2
+    margin = axis.margin * scale - reach
     if margin < 0:
         raise _MarginTooNarrowError
     units = np.arange(-margin, n_out + margin)
-    if mode == "nearest":
+    offsets = taps[mode]
+    if offsets is None:
         lo, hi = axis.read(units // scale)
     else:
         left = np.floor((units + 0.5) / scale - 0.5).astype(np.int64)
-        lo = np.minimum(*[axis.read(left + d)[0] for d in (0, 1)])
-        hi = np.maximum(*[axis.read(left + d)[1] for d in (0, 1)])
+        lo = np.min([axis.read(left + d)[0] for d in offsets], axis=0)
+        hi = np.max([axis.read(left + d)[1] for d in offsets], axis=0)
     return _Axis(lo, hi, margin, axis.jump / scale)
 
 
@@ -373,6 +385,8 @@ def _propagate(graph: Graph, node: Node, fields: dict[str, _Field], rank: int) -
         return tuple(_whole(a, n) if i + 2 in reduced else a
                      for i, (a, n) in enumerate(zip(x, out_spatial)))
     if op == "upsample":
+        if attrs.get("align_corners"):
+            raise _UnknownOpError("an upsampling with aligned corners")
         return tuple(_upsample_axis(a, n, attrs.get("mode") or "nearest")
                      for a, n in zip(x, out_spatial))
     if op in ("flatten", "reshape"):
