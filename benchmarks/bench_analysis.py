@@ -1,4 +1,4 @@
-"""Time the analysis calls issue 14 bounds (``cnnlab.analysis``), against their bars.
+"""Time the insight layer's calls that issues 14 and 15 bound, against their bars.
 
 | call | at most |
 |---|---|
@@ -6,6 +6,7 @@
 | ``receptive_fields`` on a ResNet-50 | 1 s |
 | ``kernel_of`` on a 64x64 operator | 1 s |
 | ``conv_matrix`` for a (16, 32, 32) input with a 3x3 kernel | 0.5 s |
+| ``animate_convolution`` for a 7x7 input and a 3x3 kernel (issue 15), GIF written | 2 s |
 
 Each call is timed whole, as a user makes it (tracing included), by the shared protocol
 (``_timing.compare``: pause, burst, minimum over rounds). The ResNet-50 is torchvision's
@@ -24,7 +25,9 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,11 +36,12 @@ from _timing import FULL, QUICK, compare, machine_info, write_report
 from cnnlab import nn
 from cnnlab.analysis import conv_matrix, equivariance_report, kernel_of, receptive_fields
 from cnnlab.models import build_model
+from cnnlab.viz import animate_convolution
 
 BARS = {"equivariance_report lenet5 64x3": 1.0, "receptive_fields resnet50 torch": 1.0,
         "receptive_fields resnet50 cnnlab": 1.0, "kernel_of scipy 64x64": 1.0,
         "kernel_of cnnlab conv 64x64": 1.0, "kernel_of torch conv 64x64": 1.0,
-        "conv_matrix 16x32x32 k3": 0.5}
+        "conv_matrix 16x32x32 k3": 0.5, "animate_convolution 7x7 k3": 2.0}
 
 
 def torch_resnet50() -> Any:
@@ -124,7 +128,7 @@ def cnnlab_resnet50() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def cases() -> dict[str, Any]:
+def cases(folder: str) -> dict[str, Any]:
     import torch
     from scipy import ndimage
 
@@ -151,6 +155,8 @@ def cases() -> dict[str, Any]:
         "kernel_of torch conv 64x64": lambda: kernel_of(torch_conv, (1, 64, 64),
                                                         rng=np.random.default_rng(0)),
         "conv_matrix 16x32x32 k3": lambda: conv_matrix(kernel, (16, 32, 32), padding=1),
+        "animate_convolution 7x7 k3": lambda: animate_convolution(
+            (7, 7), (3, 3), path=Path(folder) / "animation.gif"),
     }
 
 
@@ -164,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                           *(sys.argv[1:] if argv is None else argv)])
     machine = machine_info()
     print("machine:", json.dumps(machine))
-    seconds = compare(cases(), protocol)
+    with tempfile.TemporaryDirectory() as folder:
+        seconds = compare(cases(folder), protocol)
     rows = []
     print(f"{'call':<36} {'seconds':>9} {'bar':>6}  verdict")
     for name, value in seconds.items():

@@ -443,11 +443,75 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=seed_value, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer steps (a smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    animate = sub.add_parser(
+        "animate", help="an animated GIF of a convolution's kernel sliding over its input",
+        description="Draw a convolution's arithmetic: one frame per output position, the "
+                    "input, its padding, the output and the kernel's footprint. One number "
+                    "per size means 1-D, two mean 2-D.")
+    animate.add_argument("--input-size", type=positive_int, nargs="+", required=True,
+                         metavar="N", help="input size: N (1-D) or N N (2-D)")
+    animate.add_argument("--kernel-size", type=positive_int, nargs="+", required=True,
+                         metavar="K", help="kernel size: K or K K")
+    animate.add_argument("--stride", type=positive_int, nargs="+", default=[1], metavar="S")
+    animate.add_argument("--padding", nargs="+", default=["0"], metavar="P",
+                         help="samples per side (one per axis), or valid, same, full, "
+                              "causal (1-D)")
+    animate.add_argument("--padding-mode", default="zeros",
+                         choices=("zeros", "circular", "reflect", "replicate"))
+    animate.add_argument("--dilation", type=positive_int, nargs="+", default=[1],
+                         metavar="D")
+    animate.add_argument("--transposed", action="store_true",
+                         help="a transposed convolution (drawn with the zeros its stride "
+                              "inserts)")
+    animate.add_argument("--output-padding", type=int, nargs="+", default=[0], metavar="P",
+                         help="extra output samples at the end (transposed only)")
+    animate.add_argument("--values", action="store_true",
+                         help="show values: the input 1, 2, 3, ... and a kernel of ones, "
+                              "with each position's running sum")
+    animate.add_argument("--out", default="convolution.gif", metavar="FILE.gif",
+                         type=path_value, help="the GIF to write (default convolution.gif)")
     return parser
 
 
+def _padding_value(values: list[str]) -> Any:
+    """``--padding``: one keyword, or one int per axis (one int pads every axis)."""
+    if len(values) == 1 and not values[0].lstrip("-").isdigit():
+        return values[0]
+    try:
+        numbers = tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"animate: --padding takes ints or one of valid, same, full, "
+                         f"causal, got {' '.join(values)}") from None
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def run_animate(args: argparse.Namespace) -> None:
+    from .viz.animation import animate_convolution
+
+    def sizes(values: list[int]) -> Any:
+        return values[0] if len(values) == 1 else tuple(values)
+
+    n = sizes(args.input_size)
+    k = sizes(args.kernel_size)
+    values = kernel = None
+    if args.values:
+        shape = tuple(args.input_size)
+        values = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
+        kernel = np.ones(tuple(args.kernel_size) if len(args.kernel_size) == len(shape)
+                         else tuple(args.kernel_size) * len(shape))
+    check_writable(args.out, "--out", "animate")
+    animation = animate_convolution(
+        n, k, stride=sizes(args.stride), padding=_padding_value(args.padding),
+        padding_mode=args.padding_mode, dilation=sizes(args.dilation),
+        transposed=args.transposed, output_padding=sizes(args.output_padding),
+        input=values, kernel=kernel, path=args.out)
+    out = "x".join(str(v) for v in animation.output_size)
+    print(f"wrote {args.out}: {len(animation.frames)} frames, output {out}")
+
+
 COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": run_train,
-            "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo}
+            "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo,
+            "animate": run_animate}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
