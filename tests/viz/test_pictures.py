@@ -120,3 +120,14 @@ def test_torch_models_too(tmp_path):
     assert plot_filters(model, (1, 12, 12), layer="2").panels == 3
     x = np.random.default_rng(0).standard_normal((1, 12, 12)).astype(np.float32)
     assert plot_feature_maps(model, x).panels == 1 + 4 + 3
+
+
+def test_grad_cam_overlay_2d_and_1d(lenet, images, tmp_path):
+    from cnnlab.viz.pictures import plot_grad_cam
+
+    picture = plot_grad_cam(lenet, images[0], target=3, path=tmp_path / "g.png")
+    assert picture.panels == 2 and "class 3" in picture.title
+    _opened(picture, tmp_path / "g.png")
+    model = build_model("mnist1d-cnn", np.random.default_rng(0), (1, 40), 10)
+    signal = np.random.default_rng(0).standard_normal((1, 40)).astype(np.float32)
+    _opened(plot_grad_cam(model, signal, path=tmp_path / "h.png"), tmp_path / "h.png")

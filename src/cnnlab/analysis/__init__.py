@@ -16,6 +16,7 @@ from .equivariance import (
     shift_consistency,
     swap_pooling,
 )
+from .gradcam import GradCAM, grad_cam
 from .graph import CONSTANT, INPUT, Graph, Node, trace
 from .kernel import KernelEstimate, kernel_of
 from .matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
@@ -39,6 +40,7 @@ __all__ = [
     "EquivarianceReport",
     "EquivarianceRow",
     "FrequencyResponse",
+    "GradCAM",
     "Graph",
     "KernelEstimate",
     "LayerStats",
@@ -55,6 +57,7 @@ __all__ = [
     "effective_receptive_field",
     "equivariance_report",
     "frequency_response",
+    "grad_cam",
     "kernel_of",
     "parameter_table",
     "periodic_convolution",

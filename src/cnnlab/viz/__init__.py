@@ -11,9 +11,10 @@ from .pictures import (
     plot_equivariance,
     plot_feature_maps,
     plot_filters,
+    plot_grad_cam,
     plot_receptive_field,
 )
 
 __all__ = ["ConvolutionAnimation", "Picture", "animate_convolution", "convolution_steps",
            "plot_activation_histograms", "plot_conv_matrix", "plot_equivariance",
-           "plot_feature_maps", "plot_filters", "plot_receptive_field"]
+           "plot_feature_maps", "plot_filters", "plot_grad_cam", "plot_receptive_field"]

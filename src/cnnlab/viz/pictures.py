@@ -275,6 +275,35 @@ def plot_receptive_field(model: Any, x: np.ndarray, *, layer: str | None = None,
     return _render(fig, 2, title, path)
 
 
+def plot_grad_cam(model: Any, x: np.ndarray, *, layer: str | None = None,
+                  target: int | None = None, path: str | os.PathLike[str] | None = None
+                  ) -> Picture:
+    """Grad-CAM (:func:`cnnlab.analysis.grad_cam`) of one input ``x`` ((C, *spatial)):
+    the input, and the class map over it (2-D: a heat overlay; 1-D: the signal coloured by
+    the map)."""
+    from ..analysis.gradcam import grad_cam
+
+    cam = grad_cam(model, x, layer=layer, target=target)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    image = np.asarray(x).mean(axis=0)
+    if image.ndim == 1:
+        axes[0].plot(image, color="black", linewidth=1)
+        axes[1].plot(image, color="lightgray", linewidth=1)
+        axes[1].scatter(np.arange(image.size), image, c=cam.map, cmap="jet", s=14,
+                        vmin=0, vmax=1)
+    else:
+        axes[0].imshow(image, cmap="gray")
+        axes[1].imshow(image, cmap="gray")
+        axes[1].imshow(cam.map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    axes[0].set_title("input", fontsize=8)
+    axes[1].set_title(f"Grad-CAM at {cam.layer}, class {cam.target} "
+                      f"(score {cam.score:.3g})", fontsize=8)
+    title = f"Grad-CAM, class {cam.target}"
+    fig.suptitle(title)
+    return _render(fig, 2, title, path)
+
+
 def plot_conv_matrix(weight: np.ndarray, input_shape: Sequence[int], *,
                      path: str | os.PathLike[str] | None = None, **conv: Any) -> Picture:
     """A convolution's matrix (:func:`~cnnlab.analysis.conv_matrix`) as a sparsity
@@ -326,4 +355,4 @@ def plot_activation_histograms(stats: TrainingStats, *, layers: Sequence[str] | 
 
 
 __all__ = ["Picture", "plot_activation_histograms", "plot_conv_matrix", "plot_equivariance",
-           "plot_feature_maps", "plot_filters", "plot_receptive_field"]
+           "plot_feature_maps", "plot_filters", "plot_grad_cam", "plot_receptive_field"]
