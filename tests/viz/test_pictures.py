@@ -131,3 +131,20 @@ def test_grad_cam_overlay_2d_and_1d(lenet, images, tmp_path):
     model = build_model("mnist1d-cnn", np.random.default_rng(0), (1, 40), 10)
     signal = np.random.default_rng(0).standard_normal((1, 40)).astype(np.float32)
     _opened(plot_grad_cam(model, signal, path=tmp_path / "h.png"), tmp_path / "h.png")
+
+
+def test_channel_as_microscope_shows_it_and_shift_robustness(tmp_path):
+    from cnnlab.analysis import shift_robustness
+    from cnnlab.viz.pictures import plot_channel, plot_shift_robustness
+
+    model = build_model("digits-cnn", np.random.default_rng(0), (1, 8, 8), 10)
+    x = np.random.default_rng(1).standard_normal((40, 1, 8, 8)).astype(np.float32)
+    picture = plot_channel(model, x, layer="3", channel=0, k=5, steps=16,
+                           rng=np.random.default_rng(0), path=tmp_path / "c.png")
+    assert picture.panels == 6
+    _opened(picture, tmp_path / "c.png")
+    labels = np.random.default_rng(0).integers(0, 10, 40)
+    curve = shift_robustness(model, x, labels, max_shift=2)
+    picture = plot_shift_robustness({"CNN": curve, "again": curve}, path=tmp_path / "r.png")
+    assert picture.panels == 1
+    _opened(picture, tmp_path / "r.png")

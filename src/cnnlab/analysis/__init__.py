@@ -12,9 +12,17 @@ from .equivariance import (
     EquivarianceReport,
     EquivarianceRow,
     ShiftConsistency,
+    ShiftRobustness,
     equivariance_report,
     shift_consistency,
+    shift_robustness,
     swap_pooling,
+)
+from .features import (
+    FeatureVisualisation,
+    TopActivations,
+    top_activations,
+    visualise_channel,
 )
 from .gradcam import GradCAM, grad_cam
 from .graph import CONSTANT, INPUT, Graph, Node, trace
@@ -39,6 +47,7 @@ __all__ = [
     "EffectiveReceptiveField",
     "EquivarianceReport",
     "EquivarianceRow",
+    "FeatureVisualisation",
     "FrequencyResponse",
     "GradCAM",
     "Graph",
@@ -50,6 +59,8 @@ __all__ = [
     "ReceptiveFieldRow",
     "ReceptiveFields",
     "ShiftConsistency",
+    "ShiftRobustness",
+    "TopActivations",
     "TrainingStats",
     "activation_stats",
     "conv_matrix",
@@ -64,6 +75,9 @@ __all__ = [
     "read_training_stats",
     "receptive_fields",
     "shift_consistency",
+    "shift_robustness",
     "swap_pooling",
+    "top_activations",
     "trace",
+    "visualise_channel",
 ]

@@ -349,6 +349,54 @@ def shift_consistency(model: Any, x: np.ndarray, *, max_shift: int, pairs: int =
     return ShiftConsistency(consistency, samples, int(max_shift), mode, error, accuracy)
 
 
+@dataclass(frozen=True)
+class ShiftRobustness:
+    """Accuracy against shift size: ``accuracy[i]`` is the top-1 accuracy over the inputs
+    moved by ``shifts[i]`` pixels (averaged over both directions of every spatial axis;
+    ``mode`` circular or crop, the zero fill)."""
+
+    shifts: tuple[int, ...]
+    accuracy: tuple[float, ...]
+    mode: str
+
+    def to_table(self) -> str:
+        head = "shift     " + "  ".join(f"{s:>6d}" for s in self.shifts)
+        accuracy = "accuracy  " + "  ".join(f"{a:>6.1%}" for a in self.accuracy)
+        return f"{head}\n{accuracy}  ({self.mode})"
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+
+def shift_robustness(model: Any, x: np.ndarray, labels: np.ndarray, *, max_shift: int,
+                     mode: str = "crop") -> ShiftRobustness:
+    """Top-1 accuracy on ``x`` ((N, C, *spatial)) moved by 0, 1, ..., ``max_shift``
+    pixels, each shift size averaged over both directions of every spatial axis: how far
+    a model's decision survives translation (an MLP's falls at once, a CNN's slowly).
+    Eval mode, modes restored."""
+    fn = "shift_robustness"
+    x = _check_batch(x, fn)
+    check_choice(mode, MODES, "mode", fn)
+    if not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) \
+            or max_shift < 0:
+        raise ValueError(f"{fn}: max_shift must be an int >= 0, got {max_shift!r}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(x),):
+        raise ValueError(f"{fn}: labels must have shape ({len(x)},), got {labels.shape}")
+    capture = Capture(model, fn)
+    nd = x.ndim - 2
+    accuracy = []
+    with evaluating(model):
+        for s in range(max_shift + 1):
+            offsets = [np.zeros(nd, dtype=int)] if s == 0 else [
+                sign * s * np.eye(nd, dtype=int)[axis] for axis in range(nd)
+                for sign in (1, -1)]
+            hits = [np.mean(_predict(capture, shift_array(x, o, mode)) == labels)
+                    for o in offsets]
+            accuracy.append(float(np.mean(hits)))
+    return ShiftRobustness(tuple(range(max_shift + 1)), tuple(accuracy), mode)
+
+
 # -- pooling swaps ---------------------------------------------------------------------
 
 _TORCH_CLASS: list[Any] = []
@@ -488,4 +536,5 @@ def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
 
 
 __all__ = ["AntialiasedPool", "EquivarianceReport", "EquivarianceRow", "ShiftConsistency",
-           "equivariance_report", "shift_array", "shift_consistency", "swap_pooling"]
+           "ShiftRobustness", "equivariance_report", "shift_array", "shift_consistency",
+           "shift_robustness", "swap_pooling"]

@@ -7,14 +7,17 @@ from .animation import ConvolutionAnimation, animate_convolution, convolution_st
 from .pictures import (
     Picture,
     plot_activation_histograms,
+    plot_channel,
     plot_conv_matrix,
     plot_equivariance,
     plot_feature_maps,
     plot_filters,
     plot_grad_cam,
     plot_receptive_field,
+    plot_shift_robustness,
 )
 
 __all__ = ["ConvolutionAnimation", "Picture", "animate_convolution", "convolution_steps",
-           "plot_activation_histograms", "plot_conv_matrix", "plot_equivariance",
-           "plot_feature_maps", "plot_filters", "plot_grad_cam", "plot_receptive_field"]
+           "plot_activation_histograms", "plot_channel", "plot_conv_matrix",
+           "plot_equivariance", "plot_feature_maps", "plot_filters", "plot_grad_cam",
+           "plot_receptive_field", "plot_shift_robustness"]

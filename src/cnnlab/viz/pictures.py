@@ -304,6 +304,70 @@ def plot_grad_cam(model: Any, x: np.ndarray, *, layer: str | None = None,
     return _render(fig, 2, title, path)
 
 
+def _show_input(ax: Any, sample: np.ndarray) -> None:
+    """One input (C, *spatial): a 1-D signal per channel as curves, a 2-D image as gray
+    (one channel) or colour (three, scaled to [0, 1])."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if sample.ndim == 2:
+        for channel in sample:
+            ax.plot(channel, linewidth=1)
+        return
+    if sample.shape[0] == 3:
+        low, high = float(sample.min()), float(sample.max())
+        ax.imshow(np.moveaxis((sample - low) / ((high - low) or 1.0), 0, -1))
+    else:
+        ax.imshow(sample.mean(axis=0), cmap="gray")
+
+
+def plot_channel(model: Any, x: np.ndarray, *, layer: str | None = None, channel: int = 0,
+                 k: int = 8, steps: int = 256, rng: np.random.Generator | None = None,
+                 path: str | os.PathLike[str] | None = None) -> Picture:
+    """One channel as OpenAI Microscope shows it: the input optimised to excite it
+    (:func:`cnnlab.analysis.visualise_channel`, in ``x``'s value range) beside the ``k``
+    inputs of the dataset ``x`` ((N, C, *spatial)) that excite it most
+    (:func:`cnnlab.analysis.top_activations`)."""
+    from ..analysis.features import top_activations, visualise_channel
+
+    x = np.asarray(x)
+    top = top_activations(model, x, layer=layer, channel=channel, k=k)
+    feature = visualise_channel(model, x.shape[1:], layer=top.layer, channel=channel,
+                                steps=steps, rng=rng,
+                                value_range=(float(x.min()), float(x.max())))
+    plt = _pyplot()
+    count = 1 + len(top.indices)
+    fig, axes = plt.subplots(1, count, figsize=(1.5 * count, 1.9), squeeze=False)
+    _show_input(axes[0, 0], feature.image)
+    axes[0, 0].set_title(f"optimised\n{feature.activation:.3g}", fontsize=7)
+    for ax, index, value in zip(axes[0, 1:], top.indices, top.values):
+        _show_input(ax, x[index])
+        ax.set_title(f"#{index}\n{value:.3g}", fontsize=7)
+    title = f"{top.layer}, channel {channel}: optimised input and top dataset inputs"
+    fig.suptitle(title, y=1.12, fontsize=9)
+    return _render(fig, count, title, path)
+
+
+def plot_shift_robustness(curves: dict[str, Any], *,
+                          path: str | os.PathLike[str] | None = None) -> Picture:
+    """Accuracy against shift size, one line per model
+    (:func:`cnnlab.analysis.shift_robustness` results by label: the MLP, the CNN, the
+    CNN with BlurPool...)."""
+    if not curves:
+        raise ValueError("plot_shift_robustness: curves must name at least one model")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for label, curve in curves.items():
+        ax.plot(curve.shifts, [100 * a for a in curve.accuracy], marker="o", label=label)
+    modes = sorted({curve.mode for curve in curves.values()})
+    ax.set_xlabel(f"shift (pixels, {', '.join(modes)})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    title = "accuracy against shift size"
+    ax.set_title(title)
+    return _render(fig, 1, title, path)
+
+
 def plot_conv_matrix(weight: np.ndarray, input_shape: Sequence[int], *,
                      path: str | os.PathLike[str] | None = None, **conv: Any) -> Picture:
     """A convolution's matrix (:func:`~cnnlab.analysis.conv_matrix`) as a sparsity
@@ -354,5 +418,6 @@ def plot_activation_histograms(stats: TrainingStats, *, layers: Sequence[str] | 
     return _render(fig, len(names), title, path)
 
 
-__all__ = ["Picture", "plot_activation_histograms", "plot_conv_matrix", "plot_equivariance",
-           "plot_feature_maps", "plot_filters", "plot_grad_cam", "plot_receptive_field"]
+__all__ = ["Picture", "plot_activation_histograms", "plot_channel", "plot_conv_matrix",
+           "plot_equivariance", "plot_feature_maps", "plot_filters", "plot_grad_cam",
+           "plot_receptive_field", "plot_shift_robustness"]
