@@ -298,25 +298,63 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from .train import evaluate, load_checkpoint
-    from .train.checkpoint import CheckpointError, check_run_metadata, split_prefix
-    from .train.loop import Trainer
-    from .train.recipes import TrainConfig
+    from .sources import load_checkpoint_model
+    from .train import evaluate
 
-    path = Path(args.checkpoint)
-    path = path / "checkpoint.safetensors" if path.is_dir() else path
-    arrays, metadata = load_checkpoint(path)
-    check_run_metadata(metadata, path, "eval")
-    config = TrainConfig(**{**metadata["config"], "progress": False, "resume": False,
-                            "checkpoint_dir": None})
-    trainer = Trainer(config)
-    try:
-        trainer.model.load_state_dict(split_prefix(arrays, "model"))
-    except (ValueError, KeyError) as error:
-        raise CheckpointError(f"eval: {path} does not fit {config.model}: {error}") from None
-    loss, accuracy = evaluate(trainer.model, trainer.x_test, trainer.y_test)
-    print(f"{config.model} on {config.data} (step {metadata['step']}): test accuracy "
+    loaded = load_checkpoint_model(args.checkpoint, "eval")
+    loss, accuracy = evaluate(loaded.model, loaded.x_test, loaded.y_test)
+    print(f"{loaded.name} on {loaded.data} (step {loaded.metadata['step']}): test accuracy "
           f"{accuracy:.4f}, test loss {loss:.4f}")
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """The one way commands name a model: a checkpoint, or a torch callable and weights."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="DIR", type=path_value,
+                        help="a run of `cnnlab train` (its folder or checkpoint file)")
+    source.add_argument("--torch-model", metavar="MODULE:CALLABLE",
+                        help="a PyTorch model: a class or function of an importable module "
+                             "that builds it with no arguments")
+    parser.add_argument("--state-dict", metavar="FILE.safetensors", type=path_value,
+                        help="the torch model's weights (safetensors)")
+    parser.add_argument("--input-shape", type=positive_int, nargs="+", metavar="N",
+                        help="the torch model's input: C L, or C H W")
+    parser.add_argument("--data", help="dataset for the parts that need examples (a "
+                                       "checkpoint knows its own)")
+
+
+def load_model_source(args: argparse.Namespace, fn: str) -> Any:
+    from .sources import load_checkpoint_model, load_torch_model
+
+    if args.checkpoint:
+        if args.state_dict or args.input_shape:
+            raise ValueError(f"{fn}: --state-dict and --input-shape go with --torch-model, "
+                             f"not --checkpoint")
+        return load_checkpoint_model(args.checkpoint, fn)
+    if not args.state_dict or not args.input_shape:
+        raise ValueError(f"{fn}: --torch-model needs --state-dict FILE.safetensors and "
+                         f"--input-shape C H [W]")
+    if len(args.input_shape) not in (2, 3):
+        raise ValueError(f"{fn}: --input-shape must be C L or C H W, got "
+                         f"{' '.join(map(str, args.input_shape))}")
+    return load_torch_model(args.torch_model, args.state_dict, tuple(args.input_shape),
+                            args.data, fn)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    check_writable(args.out, "--out", "report")
+    loaded = load_model_source(args, "report")
+    if args.data and args.checkpoint:
+        from .data import load_dataset
+
+        _, test = load_dataset(args.data)
+        loaded.data, loaded.x_test, loaded.y_test = args.data, test.x, test.y
+    path = build_report(loaded, args.out,
+                        progress=None if args.no_progress else
+                        (lambda part: print(f"report: {part}", file=sys.stderr)))
+    print(f"wrote {path}")
 
 
 def run_models(args: argparse.Namespace) -> None:
@@ -443,6 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=seed_value, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer steps (a smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page about a model",
+        description="Write an HTML report (pictures embedded, opens offline) about a "
+                    "checkpoint or a PyTorch model: architecture, curves, filters, feature "
+                    "maps, feature visualisation, Grad-CAM, equivariance, a stepper.")
+    add_model_source(report)
+    report.add_argument("--out", default="cnnlab-report.html", metavar="FILE.html",
+                        type=path_value, help="the page (default cnnlab-report.html)")
+    report.add_argument("--no-progress", action="store_true", help="print no progress")
     animate = sub.add_parser(
         "animate", help="an animated GIF of a convolution's kernel sliding over its input",
         description="Draw a convolution's arithmetic: one frame per output position, the "
@@ -511,7 +558,7 @@ def run_animate(args: argparse.Namespace) -> None:
 
 COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": run_train,
             "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo,
-            "animate": run_animate}
+            "animate": run_animate, "report": run_report}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
