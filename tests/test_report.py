@@ -5,28 +5,14 @@ sliders show the engine's output size, and the layer/matrix toggle toggles. In C
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 
 import numpy as np
 import pytest
 
+from _browser import browser_or_skip as _browser
 from cnnlab import functional as F
 from cnnlab.cli import main
-
-
-def _browser():
-    executable = shutil.which("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if executable is None or sync_playwright is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the browser tests need Debian's chromium and playwright in CI")
-        pytest.skip("chromium or playwright is not installed")
-    return sync_playwright, executable
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._memory import tune_allocator
-
-# The lecture's worked example ("Pooling" slide): 6x6 input, 3x3 filter, same-size output.
-LECTURE_INPUT = np.array(
-    [[3, 3, 2, 1, 0, 0],
-     [3, 3, 2, 1, 0, 0],
-     [3, 3, 2, 1, 0, 0],
-     [3, 3, 3, 2, 0, 0],
-     [3, 3, 2, 1, 0, 0],
-     [3, 2, 1, 1, 0, 0]], dtype=np.float32)
-LECTURE_FILTER = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=np.float32)
+from .lecture import LECTURE_FILTER, LECTURE_INPUT
 
 
 def _grid(title: str, values: np.ndarray) -> str:
@@ -341,6 +332,15 @@ def load_model_source(args: argparse.Namespace, fn: str) -> Any:
                             args.data, fn)
 
 
+def run_lecture(args: argparse.Namespace) -> None:
+    from .lecture import run_lecture as lecture
+
+    claims = lecture(args.out, quick=args.quick)
+    print(f"wrote {Path(args.out) / 'lecture.html'}")
+    if not all(claim.holds for claim in claims):
+        raise RuntimeError("lecture: some claims do not hold (see the checklist)")
+
+
 def run_report(args: argparse.Namespace) -> None:
     from .report import build_report
 
@@ -490,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="cnnlab-report.html", metavar="FILE.html",
                         type=path_value, help="the page (default cnnlab-report.html)")
     report.add_argument("--no-progress", action="store_true", help="print no progress")
+    lecture = sub.add_parser(
+        "lecture", help="the lecture's claims, each checked by a small experiment",
+        description="Run each claim of the lecture as an experiment on real data, print "
+                    "a checklist with the numbers and write a self-contained page.")
+    lecture.add_argument("--out", default="cnnlab-lecture", metavar="DIR", type=path_value,
+                         help="folder for lecture.html (default ./cnnlab-lecture)")
+    lecture.add_argument("--quick", action="store_true",
+                         help="every claim on less data and fewer steps (under 30 s)")
     animate = sub.add_parser(
         "animate", help="an animated GIF of a convolution's kernel sliding over its input",
         description="Draw a convolution's arithmetic: one frame per output position, the "
@@ -558,7 +566,7 @@ def run_animate(args: argparse.Namespace) -> None:
 
 COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": run_train,
             "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo,
-            "animate": run_animate, "report": run_report}
+            "animate": run_animate, "report": run_report, "lecture": run_lecture}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
