@@ -457,9 +457,13 @@ def test_demo_quick_writes_a_report(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--quick", "--report", str(report), "--no-progress")
     assert code == 0, err
     names = sorted(p.name for p in report.iterdir())
-    assert names == ["curves_mnist1d.png", "curves_mnist5k.png",
+    assert names == ["convolution.gif", "curves_mnist1d.png", "curves_mnist5k.png",
+                     "equivariance_lenet5.png", "feature_maps_lenet5.png",
                      "filters_mnist1d_mnist1d-cnn.png", "filters_mnist5k_lenet5.png",
-                     "index.html", "results.json", "summary.txt"]
+                     "index.html", "receptive_field_lenet5.png", "results.json",
+                     "summary.txt"]
+    assert "cnnlab lecture" in out and "cnnlab report" in out
+    assert "convolution.gif" in (report / "index.html").read_text()
     for name in names:
         if name.endswith(".png"):
             assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

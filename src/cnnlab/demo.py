@@ -83,11 +83,36 @@ def run_demo(report_dir: str | Path = "cnnlab-report", seed: int = 0, quick: boo
                              f"First-layer filters of {config.model} on {data}")
         plot_learning_curves(histories, report / f"curves_{data}.png",
                              f"MLP vs CNN on {data}")
+        if data == "mnist5k":
+            _insight_pictures(report, result.model, trainer.x_test)
     table = format_table(rows)
     print(table)
     _write_report(report, rows, table)
     print(f"\nReport written to {report.resolve()}/index.html")
+    print("Next: `cnnlab lecture` checks every claim of the lecture on real data, and "
+          "`cnnlab report --checkpoint DIR` looks inside a model you trained.")
     return rows
+
+
+def _insight_pictures(report: Path, model: Any, x: np.ndarray) -> None:
+    """What the CNN does, at a glance: its feature maps from low to high level, the
+    equivariance audit as a heat map, a receptive field grown by depth, and one
+    animation of the convolution arithmetic."""
+    from .analysis import equivariance_report
+    from .viz import (
+        animate_convolution,
+        plot_equivariance,
+        plot_feature_maps,
+        plot_receptive_field,
+    )
+
+    images = np.asarray(x[:32], dtype=np.float32)
+    plot_feature_maps(model, images[0], path=report / "feature_maps_lenet5.png")
+    plot_equivariance(equivariance_report(model, images, shifts=(1, 2, 4)),
+                      path=report / "equivariance_lenet5.png")
+    plot_receptive_field(model, images[0], rng=np.random.default_rng(0),
+                         path=report / "receptive_field_lenet5.png")
+    animate_convolution((7, 7), (3, 3), padding="same", path=report / "convolution.gif")
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -127,7 +152,7 @@ def _write_report(report: Path, rows: Sequence[dict[str, Any]], table: str) -> N
             f"<td>{100 * r['shifted_accuracy']:.1f}% (±{r['max_shift']})</td>"
             f"<td>{r['train_seconds']:.1f}</td></tr>")
     body.append("</table>")
-    for name in images:
+    for name in images + sorted(p.name for p in report.glob("*.gif")):
         body.append(f"<h2>{html.escape(name[:-4].replace('_', ' '))}</h2>"
                     f"<img src='{html.escape(name)}' alt='{html.escape(name)}'>")
     atomic_write_bytes(report / "index.html", "\n".join(body).encode())
