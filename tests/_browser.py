@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +26,25 @@ def browser_or_skip():
             pytest.fail("the browser tests need Debian's chromium and playwright in CI")
         pytest.skip("chromium or playwright is not installed")
     return sync_playwright, executable
+
+
+@contextmanager
+def opened_page(path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """``path`` opened in headless chromium: (the page, the console errors, the URLs it
+    requested), after it has loaded."""
+    sync_playwright, executable = browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable,
+                                             args=["--no-sandbox"])
+        page = browser.new_page()
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        try:
+            yield page, errors, requests
+        finally:
+            browser.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from _browser import browser_or_skip
+from _browser import opened_page
 from cnnlab.cli import main
 from cnnlab.lecture import CLAIMS
 
@@ -38,19 +38,8 @@ def test_every_claim_holds_with_its_numbers(lecture):
 
 
 def test_the_page_in_chromium(lecture):
-    sync_playwright, executable = browser_or_skip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable,
-                                             args=["--no-sandbox"])
-        page = browser.new_page()
-        errors, requests = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(lecture[2].as_uri())
-        page.wait_for_load_state("load")
+    with opened_page(lecture[2]) as (page, errors, requests):
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
         assert len(widths) >= 3 and min(widths) > 0
         assert [u for u in requests if not u.startswith(("data:", "file:"))] == []
         assert errors == []
-        browser.close()

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from _browser import browser_or_skip as _browser
+from _browser import opened_page
 from cnnlab import functional as F
 from cnnlab.cli import main
 
@@ -38,17 +38,7 @@ def test_the_page_holds_every_part(report):
 
 
 def test_in_chromium_images_load_nothing_leaves_and_the_stepper_computes(report):
-    sync_playwright, executable = _browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable,
-                                             args=["--no-sandbox"])
-        page = browser.new_page()
-        errors, requests = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(report.as_uri())
-        page.wait_for_load_state("load")
+    with opened_page(report) as (page, errors, requests):
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
         assert len(widths) >= 10 and min(widths) > 0
         leaving = [u for u in requests if not u.startswith(("data:", "file:"))]
@@ -76,7 +66,6 @@ def test_in_chromium_images_load_nothing_leaves_and_the_stepper_computes(report)
         page.click("#layer-toggle")
         assert page.is_visible("#matrix-view") and not page.is_visible("#layer-view")
         assert errors == []
-        browser.close()
 
 
 def test_a_torch_model_by_name(tmp_path, monkeypatch, capsys):

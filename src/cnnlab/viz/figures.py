@@ -52,8 +52,10 @@ def plot_learning_curves(histories: dict[str, Sequence[dict[str, float]]],
     return _save(fig, path)
 
 
-def plot_filters(weight: np.ndarray, path: str | os.PathLike[str], title: str = "") -> Path:
-    """First-layer filters: ``weight (C_out, C_in, *kernel)``; 1-D as stems, 2-D as tiles."""
+def filter_grid(weight: np.ndarray) -> Any:
+    """A figure of ``weight (C_out, C_in, *kernel)``, one panel per output channel:
+    kernels averaged over input channels, 2-D as tiles (diverging colours around 0),
+    3-D flattened to tiles, 1-D as bars."""
     plt = _pyplot()
     weight = np.asarray(weight)
     count = weight.shape[0]
@@ -73,8 +75,16 @@ def plot_filters(weight: np.ndarray, path: str | os.PathLike[str], title: str = 
             ax.set_ylim(-limit, limit)
             ax.axhline(0, color="black", linewidth=0.5)
         else:
-            ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.imshow(kernel.reshape(kernel.shape[0], -1), cmap="RdBu_r", vmin=-limit,
+                      vmax=limit)
         ax.set_title(str(index), fontsize=7)
+    return fig
+
+
+def plot_filters(weight: np.ndarray, path: str | os.PathLike[str], title: str = "") -> Path:
+    """First-layer filters (:func:`filter_grid`), written to ``path``."""
+    fig = filter_grid(weight)
     if title:
+        rows = fig.axes[0].get_gridspec().nrows
         fig.suptitle(title, y=1.0 + 0.12 / rows)  # above the tiles' own titles
     return _save(fig, path)

@@ -27,7 +27,7 @@ from ..analysis.graph import Capture, Graph, Node, evaluating
 from ..analysis.matrix import conv_matrix
 from ..analysis.receptive import effective_receptive_field, receptive_fields
 from ..train.stats import TrainingStats
-from .figures import _pyplot
+from .figures import _pyplot, filter_grid
 
 
 @dataclass(frozen=True)
@@ -112,27 +112,8 @@ def plot_filters(model: Any, input_shape: Sequence[int], *, layer: str | None = 
         node.inputs[1].startswith("<") else None
     if weight is None:
         raise ValueError(f"{fn}: {node.name}'s weight is not a parameter")
-    plt = _pyplot()
+    fig = filter_grid(weight)
     count = weight.shape[0]
-    rows, cols = _grid(count)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.4),
-                             squeeze=False)
-    limit = float(np.abs(weight).max()) or 1.0
-    for index, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if index >= count:
-            ax.axis("off")
-            continue
-        kernel = weight[index].mean(axis=0)
-        if kernel.ndim == 1:
-            ax.bar(np.arange(kernel.size), kernel, color=np.where(kernel >= 0, "C0", "C3"))
-            ax.set_ylim(-limit, limit)
-            ax.axhline(0, color="black", linewidth=0.5)
-        else:
-            ax.imshow(kernel.reshape(kernel.shape[0], -1), cmap="RdBu_r", vmin=-limit,
-                      vmax=limit)
-        ax.set_title(str(index), fontsize=7)
     title = f"filters of {node.module or node.name} {tuple(weight.shape)}"
     fig.suptitle(title)
     return _render(fig, count, title, path)
