@@ -10,9 +10,9 @@
 
 Each call is timed whole, as a user makes it (tracing included), by the shared protocol
 (``_timing.compare``: pause, burst, minimum over rounds). The ResNet-50 is torchvision's
-layout written out here in torch (bottlenecks [3, 4, 6, 3], widths 64..2048; torchvision is
-not a dependency) and traced with ``torch.fx`` at 224x224; the same network is also built
-from cnnlab modules. ``kernel_of`` probes three 64x64 operators: scipy's 5x5
+layout written out here (bottlenecks [3, 4, 6, 3], widths 64..2048; torchvision is not a
+dependency), once from torch modules (traced with ``torch.fx``) and once from cnnlab's.
+``kernel_of`` probes three 64x64 operators: scipy's 5x5
 ``ndimage.correlate`` (a NumPy callable, one probe per call), a cnnlab ``Conv2d``
 (batched probes) and a torch ``Conv2d``.
 
@@ -44,23 +44,21 @@ BARS = {"equivariance_report lenet5 64x3": 1.0, "receptive_fields resnet50 torch
         "conv_matrix 16x32x32 k3": 0.5, "animate_convolution 7x7 k3": 2.0}
 
 
-def torch_resnet50() -> Any:
-    """torchvision's ResNet-50 layout (v1.5: the stride in the 3x3 conv), in torch."""
-    import torch
+def resnet50(lib: Any) -> Any:
+    """torchvision's ResNet-50 layout (v1.5: the stride in the 3x3 conv), built from
+    ``lib``: ``torch.nn`` or ``cnnlab.nn``, which take the same arguments."""
 
-    tnn = torch.nn
-
-    class Bottleneck(tnn.Module):
+    class Bottleneck(lib.Module):
         def __init__(self, c_in: int, mid: int, stride: int) -> None:
             super().__init__()
             out = 4 * mid
-            self.conv1, self.bn1 = tnn.Conv2d(c_in, mid, 1, bias=False), tnn.BatchNorm2d(mid)
-            self.conv2 = tnn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(mid)
-            self.conv3, self.bn3 = tnn.Conv2d(mid, out, 1, bias=False), tnn.BatchNorm2d(out)
-            self.relu = tnn.ReLU(inplace=True)
-            self.downsample = (tnn.Sequential(tnn.Conv2d(c_in, out, 1, stride, bias=False),
-                                              tnn.BatchNorm2d(out))
+            self.conv1, self.bn1 = lib.Conv2d(c_in, mid, 1, bias=False), lib.BatchNorm2d(mid)
+            self.conv2 = lib.Conv2d(mid, mid, 3, stride, 1, bias=False)
+            self.bn2 = lib.BatchNorm2d(mid)
+            self.conv3, self.bn3 = lib.Conv2d(mid, out, 1, bias=False), lib.BatchNorm2d(out)
+            self.relu = lib.ReLU()
+            self.downsample = (lib.Sequential(lib.Conv2d(c_in, out, 1, stride, bias=False),
+                                              lib.BatchNorm2d(out))
                                if stride != 1 or c_in != out else None)
 
         def forward(self, x: Any) -> Any:
@@ -69,63 +67,16 @@ def torch_resnet50() -> Any:
             y = self.relu(self.bn2(self.conv2(y)))
             return self.relu(self.bn3(self.conv3(y)) + identity)
 
-    class ResNet50(tnn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1, self.relu = tnn.BatchNorm2d(64), tnn.ReLU(inplace=True)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            stages, c_in = [], 64
-            for index, blocks in enumerate((3, 4, 6, 3)):
-                mid = 64 * 2**index
-                layers = []
-                for b in range(blocks):
-                    layers.append(Bottleneck(c_in, mid, 2 if b == 0 and index else 1))
-                    c_in = 4 * mid
-                stages.append(tnn.Sequential(*layers))
-            self.layer1, self.layer2, self.layer3, self.layer4 = stages
-            self.avgpool, self.fc = tnn.AdaptiveAvgPool2d(1), tnn.Linear(2048, 1000)
-
-        def forward(self, x: Any) -> Any:
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet50().eval()
-
-
-class CnnlabBottleneck(nn.Module):
-    def __init__(self, c_in: int, mid: int, stride: int) -> None:
-        super().__init__()
-        out = 4 * mid
-        self.conv1, self.bn1 = nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3, self.bn3 = nn.Conv2d(mid, out, 1, bias=False), nn.BatchNorm2d(out)
-        self.relu = nn.ReLU()
-        self.downsample = (nn.Sequential(nn.Conv2d(c_in, out, 1, stride, bias=False),
-                                         nn.BatchNorm2d(out))
-                           if stride != 1 or c_in != out else None)
-
-    def forward(self, x: Any) -> Any:
-        identity = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + identity)
-
-
-def cnnlab_resnet50() -> nn.Module:
-    """The same ResNet-50 from cnnlab modules."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    layers: list[Any] = [lib.Conv2d(3, 64, 7, 2, 3, bias=False), lib.BatchNorm2d(64),
+                         lib.ReLU(), lib.MaxPool2d(3, 2, 1)]
     c_in = 64
     for index, blocks in enumerate((3, 4, 6, 3)):
         mid = 64 * 2**index
         for b in range(blocks):
-            layers.append(CnnlabBottleneck(c_in, mid, 2 if b == 0 and index else 1))
+            layers.append(Bottleneck(c_in, mid, 2 if b == 0 and index else 1))
             c_in = 4 * mid
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
-    return nn.Sequential(*layers)
+    layers += [lib.AdaptiveAvgPool2d(1), lib.Flatten(), lib.Linear(2048, 1000)]
+    return lib.Sequential(*layers).eval()
 
 
 def cases(folder: str) -> dict[str, Any]:
@@ -135,7 +86,7 @@ def cases(folder: str) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     lenet = build_model("lenet5", rng, (1, 28, 28), 10)
     x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
-    resnet_torch, resnet_cnnlab = torch_resnet50(), cnnlab_resnet50()
+    resnet_torch, resnet_cnnlab = resnet50(torch.nn), resnet50(nn)
     weights = rng.standard_normal((1, 5, 5))
     conv = nn.Conv2d(1, 1, 5, padding=2, rng=rng)
     torch_conv = torch.nn.Conv2d(1, 1, 5, padding=2)

@@ -60,27 +60,27 @@ def run_example(out: object = None) -> dict[str, np.ndarray]:
             "feature_shifted": feature_shifted[0, 0]}
 
 
-def seed_value(text: str) -> int:
-    """``--seed``: an integer >= 0 (NumPy's generators take no negative seed); argparse
-    names the flag in its error."""
+def _int_at_least(text: str, minimum: int) -> int:
+    """An argparse type's check: ``text`` as an integer >= ``minimum``; argparse names the
+    flag in its error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got "
+                                         f"{text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
     return value
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer >= 0 (NumPy's generators take no negative seed)."""
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
-    """An integer >= 1 (``--stats-every``); argparse names the flag in its error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+    """An integer >= 1 (``--stats-every``, sizes)."""
+    return _int_at_least(text, 1)
 
 
 def path_value(text: str) -> str:

@@ -188,8 +188,7 @@ def test_rows_without_spatial_axes_carry_the_reason():
     fields = receptive_fields(model, (1, 28, 28))
     last = fields.rows[-1]
     assert last.size is None and last.reason == "no spatial axes"
-    assert fields.row("fc3" if any(r.name.startswith("fc3") for r in fields.rows)
-                      else last.name.split(":")[0]) is not None
+    assert fields.row(last.name.split(":")[0]) == last
 
 
 def test_lenet1989_functional_ops_are_followed():
@@ -295,7 +294,7 @@ def test_erf_layer_choice_and_errors():
 
 def test_upsampling_modes_against_torch_gradients():
     torch = pytest.importorskip("torch")
-    for mode, taps in (("nearest", 1), ("bilinear", 2), ("bicubic", 4)):
+    for mode in ("nearest", "bilinear", "bicubic"):
         model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, bias=False),
                                     torch.nn.Upsample(scale_factor=2, mode=mode)).double()
         torch.nn.init.constant_(model[0].weight, 1.0)
@@ -307,7 +306,6 @@ def test_upsampling_modes_against_torch_gradients():
             rows = np.nonzero(grad[0, 0].abs().sum(1).numpy() > 0)[0]
             (lo, hi), _ = fields.field_of(fields.rows[-1].name, (unit, unit))
             assert (lo, hi) == (rows.min(), rows.max()), (mode, unit)
-        assert taps >= 1
     model = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear",
                                                   align_corners=True))
     with pytest.raises(ValueError, match="aligned corners"):
@@ -317,5 +315,6 @@ def test_upsampling_modes_against_torch_gradients():
 def test_sizes_carry_no_float_noise():
     model = nn.Sequential(nn.ConvTranspose1d(1, 1, 3, stride=3), nn.Conv1d(1, 1, 2))
     row = receptive_fields(model, (1, 12)).rows[-1]
-    assert all(isinstance(v, int) for v in row.size + row.jump) or row.jump == (1 / 3,)
+    assert row.size == (2,) and isinstance(row.size[0], int)  # 1 2/3 + 1/3, snapped
+    assert row.jump == (1 / 3,)
     assert "000000" not in str(receptive_fields(model, (1, 12)))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import CONSTANT, INPUT, Graph, Node
+from .graph import CONSTANT, INPUT, Graph, Node, _flat_tensors
 
 
 def is_torch_module(model: Any) -> bool:
@@ -241,14 +241,6 @@ def _function_op(target: Any, args: Sequence[Any], kwargs: dict[str, Any],
     return name.rstrip("_"), {}
 
 
-def _flat(value: Any) -> list[Any]:
-    if isinstance(value, (tuple, list)):
-        return [item for element in value for item in _flat(element)]
-    if isinstance(value, dict):
-        return [item for element in value.values() for item in _flat(element)]
-    return [value]
-
-
 class TorchCapture:
     """A torch model traced once with ``torch.fx``; :meth:`run` runs it on an input and
     returns the :class:`Graph` and every node's output (torch tensors, in node order)."""
@@ -296,7 +288,7 @@ class TorchCapture:
 
         output = Recorder(self.module).run(x)
         outputs = tuple(refs.get(n.name, CONSTANT) if isinstance(n, torch.fx.Node)
-                        else CONSTANT for n in _flat(self._output_args()))
+                        else CONSTANT for n in _flat_tensors(self._output_args()))
         del output
         parameter_shapes = {name: tuple(p.shape) for name, p in
                             self.model.named_parameters()}
@@ -345,7 +337,7 @@ class TorchCapture:
                                         module.named_parameters(recurse=False)
                                         if p is not None]
         else:
-            tensor_args = [a for a in _flat(list(n.args) + list(n.kwargs.values()))
+            tensor_args = [a for a in _flat_tensors(list(n.args) + list(n.kwargs.values()))
                            if hasattr(a, "op")]
             found = _function_op(n.target, args, kwargs, in_shape,
                                  lambda a: tuple(a.shape) if hasattr(a, "shape") else None)
@@ -374,13 +366,4 @@ def torch_input(model: Any, array: Any) -> Any:
     return torch.as_tensor(np.asarray(array)).to(dtype)
 
 
-def modes_of(model: Any) -> list[tuple[Any, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def restore_modes(modes: list[tuple[Any, bool]]) -> None:
-    for module, mode in modes:
-        module.training = mode
-
-
-__all__ = ["TorchCapture", "is_torch_module", "modes_of", "restore_modes", "torch_input"]
+__all__ = ["TorchCapture", "is_torch_module", "torch_input"]

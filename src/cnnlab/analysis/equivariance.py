@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import nn
 from .._random import check_rng
+from ..nn.linear import check_positive_int
 from ..nn.pooling import (
     POOL_KINDS,
     AntialiasedPool,
@@ -31,7 +32,7 @@ from ..nn.pooling import (
 )
 from ..nn.pooling import ceil_mode_extra as _ceil_mode_extra
 from ..ops._args import check_choice
-from .graph import Capture, Recording, evaluating
+from .graph import Capture, Recording, check_batch, evaluating
 from .receptive import graph_fields
 
 MODES = ("circular", "crop")
@@ -140,14 +141,11 @@ class EquivarianceReport:
         return self.to_table()
 
 
-def _check_batch(x: Any, fn: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-        kind = getattr(x, "dtype", type(x).__name__)
-        raise TypeError(f"{fn}: x must be a float32 or float64 NumPy array, got {kind}")
-    if x.ndim < 3 or 0 in x.shape:
-        raise ValueError(f"{fn}: x must be a batch (N, C, *spatial) with at least one "
-                         f"spatial axis, got shape {x.shape}")
-    return x
+def _check_max_shift(max_shift: Any, fn: str) -> int:
+    if not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) \
+            or max_shift < 0:
+        raise ValueError(f"{fn}: max_shift must be an int >= 0, got {max_shift!r}")
+    return int(max_shift)
 
 
 def _check_shifts(shifts: Any, fn: str) -> tuple[int, ...]:
@@ -210,7 +208,7 @@ def equivariance_report(model: Any, x: np.ndarray, *, shifts: Sequence[int] = (1
     [True, True]
     """
     fn = "equivariance_report"
-    x = _check_batch(x, fn)
+    x = check_batch(x, fn)
     shifts_t = _check_shifts(shifts, fn)
     check_choice(mode, MODES, "mode", fn)
     capture = Capture(model, fn)
@@ -312,13 +310,10 @@ def shift_consistency(model: Any, x: np.ndarray, *, max_shift: int, pairs: int =
     Convolutional Networks Shift-Invariant Again", section 4.1). With ``labels`` (N,),
     also the accuracy on the shifted inputs. Eval mode, modes restored."""
     fn = "shift_consistency"
-    x = _check_batch(x, fn)
+    x = check_batch(x, fn)
     check_choice(mode, MODES, "mode", fn)
-    if not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) \
-            or max_shift < 0:
-        raise ValueError(f"{fn}: max_shift must be an int >= 0, got {max_shift!r}")
-    if not isinstance(pairs, (int, np.integer)) or isinstance(pairs, bool) or pairs < 1:
-        raise ValueError(f"{fn}: pairs must be a positive int, got {pairs!r}")
+    max_shift = _check_max_shift(max_shift, fn)
+    pairs = check_positive_int(pairs, "pairs", fn)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(x),):
@@ -375,11 +370,9 @@ def shift_robustness(model: Any, x: np.ndarray, labels: np.ndarray, *, max_shift
     a model's decision survives translation (an MLP's falls at once, a CNN's slowly).
     Eval mode, modes restored."""
     fn = "shift_robustness"
-    x = _check_batch(x, fn)
+    x = check_batch(x, fn)
     check_choice(mode, MODES, "mode", fn)
-    if not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) \
-            or max_shift < 0:
-        raise ValueError(f"{fn}: max_shift must be an int >= 0, got {max_shift!r}")
+    max_shift = _check_max_shift(max_shift, fn)
     labels = np.asarray(labels)
     if labels.shape != (len(x),):
         raise ValueError(f"{fn}: labels must have shape ({len(x)},), got {labels.shape}")
@@ -517,9 +510,7 @@ def swap_pooling(model: Any, kind: str, *, filter_size: int = 4) -> Any:
     """
     fn = "swap_pooling"
     check_choice(kind, POOL_KINDS, "kind", fn)
-    if not isinstance(filter_size, (int, np.integer)) or isinstance(filter_size, bool) \
-            or filter_size < 1:
-        raise ValueError(f"{fn}: filter_size must be a positive int, got {filter_size!r}")
+    filter_size = check_positive_int(filter_size, "filter_size", fn)
     from ._torch import is_torch_module
 
     if is_torch_module(model):

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .._random import check_rng
-from .graph import Capture, Graph, Node, evaluating
+from ..nn.linear import check_positive_int
+from .graph import Capture, Graph, Node, check_batch, evaluating
 
 
 def _layer(graph: Graph, layer: str | None, rank: int, fn: str) -> Node:
@@ -63,11 +64,8 @@ def top_activations(model: Any, x: np.ndarray, *, layer: str | None = None,
     """The ``k`` inputs of ``x`` ((N, C, *spatial)) whose ``channel`` of ``layer`` fires
     most (largest value over positions), strongest first. Eval mode, modes restored."""
     fn = "top_activations"
-    x = np.asarray(x)
-    if x.ndim < 3 or len(x) == 0:
-        raise ValueError(f"{fn}: x must be a batch (N, C, *spatial), got shape {x.shape}")
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{fn}: k must be a positive int, got {k!r}")
+    x = check_batch(x, fn)
+    k = check_positive_int(k, "k", fn)
     capture = Capture(model, fn)
     strongest = []
     node = None
@@ -174,8 +172,7 @@ def visualise_channel(model: Any, input_shape: Sequence[int], *, layer: str | No
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"{fn}: input_shape must be (C, L) or (C, H, W), got "
                          f"{input_shape!r}")
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"{fn}: steps must be a positive int, got {steps!r}")
+    steps = check_positive_int(steps, "steps", fn)
     generator = check_rng(rng, fn)
     capture = Capture(model, fn)
     spatial = shape[1:]

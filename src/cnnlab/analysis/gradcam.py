@@ -24,7 +24,7 @@ import numpy as np
 
 from ..autograd import Tensor, grad
 from ._torch import is_torch_module
-from .graph import Capture, evaluating
+from .graph import Capture, evaluating, one_input
 from .receptive import graph_fields
 
 
@@ -75,10 +75,7 @@ def grad_cam(model: Any, x: np.ndarray, *, layer: str | None = None,
     default: the last convolution) for class ``target`` (default: the predicted one).
     The model must output (1, classes) scores; cnnlab or torch."""
     fn = "grad_cam"
-    x = np.asarray(x)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"{fn}: x must be one input (C, L) or (C, H, W), got shape "
-                         f"{x.shape}")
+    x = one_input(x, fn)
     capture = Capture(model, fn)
     batch = x[None].astype(capture.dtype())
     with evaluating(model):

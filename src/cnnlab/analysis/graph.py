@@ -150,6 +150,27 @@ def _example_array(example_input: Any, fn: str) -> np.ndarray:
     return array
 
 
+def check_batch(x: Any, fn: str) -> np.ndarray:
+    """``x`` as the audits take it: a float32 or float64 batch (N, C, *spatial), N >= 1
+    and at least one spatial axis; a TypeError or ValueError naming ``fn`` otherwise."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        kind = getattr(x, "dtype", type(x).__name__)
+        raise TypeError(f"{fn}: x must be a float32 or float64 NumPy array, got {kind}")
+    if x.ndim < 3 or 0 in x.shape:
+        raise ValueError(f"{fn}: x must be a batch (N, C, *spatial) with at least one "
+                         f"spatial axis, got shape {x.shape}")
+    return x
+
+
+def one_input(x: Any, fn: str) -> np.ndarray:
+    """``x`` as the pictures of one input take it: (C, L) or (C, H, W), no batch axis."""
+    x = np.asarray(x)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{fn}: x must be one input (C, L) or (C, H, W), got shape "
+                         f"{x.shape}")
+    return x
+
+
 def _flat_tensors(value: Any) -> list[Any]:
     """The model's return value as a flat list (tuples, lists and dict values unpacked)."""
     if isinstance(value, (tuple, list)):

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._random import check_rng
+from ..nn.linear import check_positive_int
 from .graph import Capture, Graph, Node, evaluating
 
 # Ops that read each unit of their inputs at the same place: the output field is the union
@@ -573,8 +574,7 @@ def effective_receptive_field(model: Any, input_shape: Sequence[int], *,
     """
     fn = "effective_receptive_field"
     shape = _check_input_shape(input_shape, fn)
-    if not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"{fn}: samples must be a positive int, got {samples!r}")
+    samples = check_positive_int(samples, "samples", fn)
     generator = check_rng(rng, fn)
     capture = Capture(model, fn)
     dtype = capture.dtype()

@@ -28,6 +28,7 @@ from ..train.stats import (
     leaf_layers,
     read_training_stats,
 )
+from .graph import evaluating
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,13 +224,11 @@ def _run_cnnlab(model: Module, chosen: list[tuple[str, Any]], batches: Iterable[
             return output.data
         return output if isinstance(output, np.ndarray) else None
 
-    modes = [(m, m.training) for m in model.modules()]
     handles = [module.register_forward_hook(_hook(sums, i, edges, to_numpy))
                for i, (_, module) in enumerate(chosen)]
     count = samples = 0
     try:
-        model.eval()
-        with no_grad():
+        with evaluating(model), no_grad():
             for index, item in enumerate(batches):
                 x = _inputs(item, index)
                 if not isinstance(x, (np.ndarray, Tensor)):
@@ -241,8 +240,6 @@ def _run_cnnlab(model: Module, chosen: list[tuple[str, Any]], batches: Iterable[
     finally:
         for handle in handles:
             handle.remove()
-        for module, mode in modes:
-            module.training = mode
     return count, samples
 
 
@@ -257,13 +254,11 @@ def _run_torch(model: Any, chosen: list[tuple[str, Any]], batches: Iterable[Any]
 
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    modes = [(m, m.training) for m in model.modules()]
     handles = [module.register_forward_hook(_hook(sums, i, edges, to_numpy))
                for i, (_, module) in enumerate(chosen)]
     count = samples = 0
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             for index, item in enumerate(batches):
                 x = _inputs(item, index)
                 if isinstance(x, np.ndarray):
@@ -277,8 +272,6 @@ def _run_torch(model: Any, chosen: list[tuple[str, Any]], batches: Iterable[Any]
     finally:
         for handle in handles:
             handle.remove()
-        for module, mode in modes:
-            module.training = mode
     return count, samples
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..analysis.equivariance import EquivarianceReport
-from ..analysis.graph import Capture, Graph, Node, evaluating
+from ..analysis.graph import Capture, Graph, Node, check_batch, evaluating, one_input
 from ..analysis.matrix import conv_matrix
 from ..analysis.receptive import effective_receptive_field, receptive_fields
 from ..train.stats import TrainingStats
@@ -126,10 +126,7 @@ def plot_feature_maps(model: Any, x: np.ndarray, *, layers: Sequence[str] | None
     convolution, from low to high level (or ``layers``): a row per layer, up to
     ``channels`` maps each (images for 2-D, curves for 1-D), the input first."""
     fn = "plot_feature_maps"
-    x = np.asarray(x)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"{fn}: x must be one input (C, L) or (C, H, W), got shape "
-                         f"{x.shape}")
+    x = one_input(x, fn)
     capture = Capture(model, fn)
     with evaluating(model):
         recording = capture.run(x[None])
@@ -209,7 +206,7 @@ def plot_receptive_field(model: Any, x: np.ndarray, *, layer: str | None = None,
     axes, its centre unit) drawn over the input ``x`` ((C, *spatial)), beside the
     effective receptive field (Luo et al. 2016) of the same layer's centre unit."""
     fn = "plot_receptive_field"
-    x = np.asarray(x)
+    x = one_input(x, fn)
     shape = tuple(x.shape)
     fields = receptive_fields(model, shape)
     spatial_rows = [i for i, r in enumerate(fields.rows) if r.size is not None]
@@ -310,7 +307,7 @@ def plot_channel(model: Any, x: np.ndarray, *, layer: str | None = None, channel
     (:func:`cnnlab.analysis.top_activations`)."""
     from ..analysis.features import top_activations, visualise_channel
 
-    x = np.asarray(x)
+    x = check_batch(np.asarray(x), "plot_channel")
     top = top_activations(model, x, layer=layer, channel=channel, k=k)
     feature = visualise_channel(model, x.shape[1:], layer=top.layer, channel=channel,
                                 steps=steps, rng=rng,
