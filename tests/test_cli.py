@@ -440,7 +440,7 @@ def test_demo_report_for_one_dataset(capsys, tmp_path):
     out = capsys.readouterr().out
     assert [r["model"] for r in rows] == ["mlp", "mnist1d-cnn"]
     assert sorted(p.name for p in report.iterdir()) == [
-        "curves_mnist1d.png", "filters_mnist1d_mnist1d-cnn.png", "index.html",
+        "cnn_vs_mlp.png", "curves_mnist1d.png", "filters_mnist1d_mnist1d-cnn.png", "index.html",
         "results.json", "summary.txt"]
     assert "shifted acc" in out and (report / "summary.txt").read_text() in out + "\n"
     for row in rows:
@@ -457,8 +457,8 @@ def test_demo_quick_writes_a_report(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--quick", "--report", str(report), "--no-progress")
     assert code == 0, err
     names = sorted(p.name for p in report.iterdir())
-    assert names == ["convolution.gif", "curves_mnist1d.png", "curves_mnist5k.png",
-                     "equivariance_lenet5.png", "feature_maps_lenet5.png",
+    assert names == ["cnn_vs_mlp.png", "convolution.gif", "curves_mnist1d.png",
+                     "curves_mnist5k.png", "equivariance_lenet5.png", "feature_maps_lenet5.png",
                      "filters_mnist1d_mnist1d-cnn.png", "filters_mnist5k_lenet5.png",
                      "index.html", "receptive_field_lenet5.png", "results.json",
                      "summary.txt"]

@@ -16,7 +16,7 @@ from cnnlab._files import _HOST, atomic_write, atomic_write_bytes, exclusive_fol
 from cnnlab.data import write_idx
 from cnnlab.train import write_metrics
 from cnnlab.train.checkpoint import save_checkpoint
-from cnnlab.viz.figures import plot_filters
+from cnnlab.viz import Picture
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 
@@ -41,7 +41,7 @@ def test_every_writer_gives_the_mode_open_would(tmp_path, umask):
         save_checkpoint(tmp_path / "run" / "checkpoint.safetensors",
                         {"w": np.zeros(3, np.float32)}, {"config": {}}),
         write_idx(tmp_path / "x.idx", np.zeros((2, 2), np.uint8)),
-        plot_filters(np.zeros((2, 1, 3, 3)), tmp_path / "filters.png"),
+        Picture(b"\x89PNG", 1).save(tmp_path / "picture.png"),
     ]
     write_metrics(tmp_path / "metrics.json", {"test_accuracy": 0.5})
     written.append(tmp_path / "metrics.json")

@@ -3,8 +3,9 @@
 The CNN's prior (small local filters shared across positions: sparse interactions and
 weight sharing, the lecture's "CNN vs. MLP" slide) gives it fewer parameters and better
 test accuracy; accuracy on randomly shifted test inputs shows how much of the translation
-prior each model has. The report folder holds the learning curves, the first layer's
-filters and a Markdown/HTML summary.
+prior each model has. The report folder holds the learning curves, the CNN-vs-MLP chart,
+the first layer's filters, LeNet-5's feature maps, equivariance heat map and receptive
+field, one convolution animation, and an HTML summary.
 """
 
 from __future__ import annotations
@@ -40,18 +41,15 @@ def shifted_accuracy(model: Any, x: np.ndarray, y: np.ndarray, max_shift: int,
     return float((logits.argmax(axis=1) == y).mean())
 
 
-def _first_conv_weight(model: Any) -> np.ndarray | None:
-    for name, value in model.state_dict().items():
-        if name.endswith("weight") and value.ndim >= 3:
-            return value
-    return None
+def _has_convolution(model: Any) -> bool:
+    return any(value.ndim >= 3 for value in model.state_dict().values())
 
 
 def run_demo(report_dir: str | Path = "cnnlab-report", seed: int = 0, quick: bool = False,
              progress: bool = True, runs: Sequence[tuple[str, Sequence[str], int]] = DEMO_RUNS
              ) -> list[dict[str, Any]]:
     """Train every (dataset, model) pair of ``runs``, print a table, write the report."""
-    from .viz.figures import plot_filters, plot_learning_curves
+    from .viz.pictures import plot_cnn_vs_mlp, plot_filters, plot_learning_curves
 
     report = Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)
@@ -77,14 +75,14 @@ def run_demo(report_dir: str | Path = "cnnlab-report", seed: int = 0, quick: boo
                          "shifted_accuracy": shifted, "max_shift": max_shift,
                          "train_seconds": metrics["train_seconds"],
                          "steps": metrics["steps"]})
-            weight = _first_conv_weight(result.model)
-            if weight is not None:
-                plot_filters(weight, report / f"filters_{data}_{config.model}.png",
-                             f"First-layer filters of {config.model} on {data}")
-        plot_learning_curves(histories, report / f"curves_{data}.png",
-                             f"MLP vs CNN on {data}")
+            if _has_convolution(result.model):
+                plot_filters(result.model, trainer.x_test.shape[1:],
+                             path=report / f"filters_{data}_{config.model}.png")
+        plot_learning_curves(histories, title=f"MLP vs CNN on {data}",
+                             path=report / f"curves_{data}.png")
         if data == "mnist5k":
             _insight_pictures(report, result.model, trainer.x_test)
+    plot_cnn_vs_mlp(rows, path=report / "cnn_vs_mlp.png")
     table = format_table(rows)
     print(table)
     _write_report(report, rows, table)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,12 +78,10 @@ def _curves(loaded: LoadedModel) -> str:
     if not loaded.history:
         return "<p>No learning curve: the model was not trained by <code>cnnlab train"\
                "</code>.</p>"
-    from .viz.figures import plot_learning_curves
+    from .viz.pictures import plot_learning_curves
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "curves.png"
-        plot_learning_curves({loaded.name: loaded.history}, path, loaded.data or "")
-        return _img(path.read_bytes(), "learning curves")
+    picture = plot_learning_curves({loaded.name: loaded.history}, title=loaded.data or "")
+    return _img(picture.png, "learning curves")
 
 
 STEPPER = """

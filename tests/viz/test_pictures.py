@@ -148,3 +148,49 @@ def test_channel_as_microscope_shows_it_and_shift_robustness(tmp_path):
     picture = plot_shift_robustness({"CNN": curve, "again": curve}, path=tmp_path / "r.png")
     assert picture.panels == 1
     _opened(picture, tmp_path / "r.png")
+
+
+def _pixels_of(rgb, hex_colour):
+    colour = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int(np.all(np.abs(rgb.astype(int) - colour) <= 2, axis=-1).sum())
+
+
+def test_learning_curves_one_line_per_run(tmp_path):
+    from cnnlab.viz.pictures import plot_learning_curves
+
+    def run(rate):
+        return [{"step": s, "test_accuracy": 1 - np.exp(-rate * s),
+                 "train_loss": np.exp(-rate * s)} for s in range(10, 200, 10)]
+
+    picture = plot_learning_curves({"cnn": run(0.03), "mlp": run(0.01)}, title="mnist5k",
+                                   path=tmp_path / "curves.png")
+    assert picture.panels == 2 and picture.title == "mnist5k"
+    rgb = _opened(picture, tmp_path / "curves.png")
+    assert _pixels_of(rgb, "#1f77b4") > 200 and _pixels_of(rgb, "#ff7f0e") > 200  # two runs
+    one = _opened(plot_learning_curves({"cnn": run(0.03)}, path=tmp_path / "one.png"),
+                  tmp_path / "one.png")
+    assert _pixels_of(one, "#ff7f0e") == 0
+    with pytest.raises(ValueError, match="plot_learning_curves: run 'cnn' needs"):
+        plot_learning_curves({"cnn": [{"step": 1}]})
+    with pytest.raises(ValueError, match="at least one run"):
+        plot_learning_curves({})
+
+
+def test_cnn_vs_mlp_chart_bars_are_the_accuracies(tmp_path):
+    from cnnlab.viz.pictures import plot_cnn_vs_mlp
+
+    rows = [{"data": "mnist5k", "model": "mlp", "params": 100_000, "test_accuracy": 0.9,
+             "shifted_accuracy": 0.3, "max_shift": 3},
+            {"data": "mnist5k", "model": "lenet5", "params": 60_000, "test_accuracy": 0.9,
+             "shifted_accuracy": 0.6, "max_shift": 3},
+            {"data": "mnist1d", "model": "mlp", "params": 20_000, "test_accuracy": 0.6,
+             "shifted_accuracy": 0.3, "max_shift": 4}]
+    assert plot_cnn_vs_mlp(rows).panels == 2  # a panel per dataset
+    picture = plot_cnn_vs_mlp(rows[:2], path=tmp_path / "chart.png")
+    rgb = _opened(picture, tmp_path / "chart.png")
+    # In one panel the bars have equal widths, so their pixel areas are in the ratio of
+    # their heights: blue (test) 90 + 90 against orange (shifted) 30 + 60.
+    ratio = _pixels_of(rgb, "#1f77b4") / _pixels_of(rgb, "#ff7f0e")
+    assert 1.8 < ratio < 2.2
+    with pytest.raises(ValueError, match="plot_cnn_vs_mlp: each row needs"):
+        plot_cnn_vs_mlp([{"data": "x"}])

@@ -1,7 +1,8 @@
 """Pictures of what :mod:`cnnlab.analysis` measures: filters, feature maps from low to high
 level, the equivariance audit as a heat map, a receptive field and the effective field over
-an input, a convolution's sparse matrix beside the dense layer's, and fastai's "colorful
-dimension" of activation histograms over training.
+an input, a convolution's sparse matrix beside the dense layer's, fastai's "colorful
+dimension" of activation histograms over training, learning curves, the CNN-vs-MLP chart
+and accuracy against shift size.
 
 Each function returns a :class:`Picture`: the PNG rendered once (matplotlib's Agg backend,
 imported lazily), ``panels`` (how many plots it holds), ``save(path)`` (atomic),
@@ -27,7 +28,16 @@ from ..analysis.graph import Capture, Graph, Node, check_batch, evaluating, one_
 from ..analysis.matrix import conv_matrix
 from ..analysis.receptive import effective_receptive_field, receptive_fields
 from ..train.stats import TrainingStats
-from .figures import _pyplot, filter_grid
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported only when something is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,33 @@ def _render(fig: Any, panels: int, title: str, path: str | os.PathLike[str] | No
     return picture
 
 
-def _grid(count: int, cols: int = 8) -> tuple[int, int]:
-    cols = max(1, min(count, cols))
-    return -(-count // cols), cols
+def filter_grid(weight: np.ndarray) -> Any:
+    """A figure of ``weight (C_out, C_in, *kernel)``, one panel per output channel:
+    kernels averaged over input channels, 2-D as tiles (diverging colours around 0),
+    3-D flattened to tiles, 1-D as bars."""
+    plt = _pyplot()
+    weight = np.asarray(weight)
+    count = weight.shape[0]
+    cols = min(count, 8)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.4 * rows), squeeze=False)
+    limit = float(np.abs(weight).max()) or 1.0
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= count:
+            ax.axis("off")
+            continue
+        kernel = weight[index].mean(axis=0)  # average over input channels
+        if kernel.ndim == 1:
+            ax.bar(np.arange(kernel.size), kernel, color=np.where(kernel >= 0, "C0", "C3"))
+            ax.set_ylim(-limit, limit)
+            ax.axhline(0, color="black", linewidth=0.5)
+        else:
+            ax.imshow(kernel.reshape(kernel.shape[0], -1), cmap="RdBu_r", vmin=-limit,
+                      vmax=limit)
+        ax.set_title(str(index), fontsize=7)
+    return fig
 
 
 def _pick(graph: Graph, layer: str | None, ops: Sequence[str], fn: str,
@@ -346,6 +380,76 @@ def plot_shift_robustness(curves: dict[str, Any], *,
     return _render(fig, 1, title, path)
 
 
+def plot_learning_curves(histories: dict[str, Sequence[dict[str, float]]], *,
+                         title: str = "", path: str | os.PathLike[str] | None = None
+                         ) -> Picture:
+    """Test accuracy and training loss against steps, one line per run: ``histories``
+    maps a label to a run's evaluation history (``TrainResult.history``, a checkpoint's
+    ``history``: dicts with "step", "test_accuracy" and "train_loss")."""
+    fn = "plot_learning_curves"
+    if not histories:
+        raise ValueError(f"{fn}: histories must name at least one run, got none")
+    for label, history in histories.items():
+        missing = [key for h in history for key in ("step", "test_accuracy", "train_loss")
+                   if key not in h]
+        if not history or missing:
+            raise ValueError(f"{fn}: run {label!r} needs evaluations with step, "
+                             f"test_accuracy and train_loss, got {list(history)[:1]}")
+    plt = _pyplot()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, history in histories.items():
+        steps = [h["step"] for h in history]
+        ax_acc.plot(steps, [100 * h["test_accuracy"] for h in history], marker="o",
+                    markersize=3, label=label)
+        ax_loss.plot(steps, [h["train_loss"] for h in history], marker="o", markersize=3,
+                     label=label)
+    ax_acc.set(xlabel="step", ylabel="test accuracy (%)", title="Test accuracy")
+    ax_loss.set(xlabel="step", ylabel="cross-entropy", title="Training loss", yscale="log")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _render(fig, 2, title or "learning curves", path)
+
+
+def plot_cnn_vs_mlp(rows: Sequence[dict[str, Any]], *,
+                    path: str | os.PathLike[str] | None = None) -> Picture:
+    """The lecture's CNN-vs-MLP comparison as a chart, one panel per dataset: each
+    model's test accuracy and its accuracy on shifted test inputs as bars, its parameter
+    count under its name. ``rows`` are :func:`cnnlab.demo.run_demo`'s: dicts with "data",
+    "model", "params", "test_accuracy", "shifted_accuracy" and "max_shift"."""
+    fn = "plot_cnn_vs_mlp"
+    keys = ("data", "model", "params", "test_accuracy", "shifted_accuracy", "max_shift")
+    if not rows:
+        raise ValueError(f"{fn}: rows must hold at least one trained model, got none")
+    for row in rows:
+        if any(key not in row for key in keys):
+            raise ValueError(f"{fn}: each row needs {list(keys)}, got {sorted(row)}")
+    datasets = list(dict.fromkeys(row["data"] for row in rows))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6),
+                             squeeze=False)
+    for ax, data in zip(axes[0], datasets):
+        chosen = [row for row in rows if row["data"] == data]
+        at = np.arange(len(chosen))
+        clean = [100 * row["test_accuracy"] for row in chosen]
+        moved = [100 * row["shifted_accuracy"] for row in chosen]
+        ax.bar(at - 0.2, clean, 0.4, label="test inputs", color="C0")
+        ax.bar(at + 0.2, moved, 0.4, color="C1",
+               label=f"shifted by up to ±{chosen[0]['max_shift']}")
+        for x_at, value in zip(np.concatenate([at - 0.2, at + 0.2]), clean + moved):
+            ax.text(x_at, value + 1, f"{value:.0f}", ha="center", fontsize=7)
+        ax.set_xticks(at, [f"{row['model']}\n{row['params']:,} params" for row in chosen],
+                      fontsize=8)
+        ax.set(ylim=(0, 125), xlim=(-0.8, len(chosen) - 0.2), ylabel="accuracy (%)",
+               title=data)
+        ax.legend(fontsize=7, loc="upper center", ncol=2)  # above the bars, hiding none
+    title = "CNN vs MLP: accuracy, parameters and shifted inputs"
+    fig.suptitle(title, y=1.03)
+    return _render(fig, len(datasets), title, path)
+
+
 def plot_conv_matrix(weight: np.ndarray, input_shape: Sequence[int], *,
                      path: str | os.PathLike[str] | None = None, **conv: Any) -> Picture:
     """A convolution's matrix (:func:`~cnnlab.analysis.conv_matrix`) as a sparsity
@@ -396,6 +500,7 @@ def plot_activation_histograms(stats: TrainingStats, *, layers: Sequence[str] | 
     return _render(fig, len(names), title, path)
 
 
-__all__ = ["Picture", "plot_activation_histograms", "plot_channel", "plot_conv_matrix",
-           "plot_equivariance", "plot_feature_maps", "plot_filters", "plot_grad_cam",
-           "plot_receptive_field", "plot_shift_robustness"]
+__all__ = ["Picture", "filter_grid", "plot_activation_histograms", "plot_channel",
+           "plot_cnn_vs_mlp", "plot_conv_matrix", "plot_equivariance", "plot_feature_maps",
+           "plot_filters", "plot_grad_cam", "plot_learning_curves", "plot_receptive_field",
+           "plot_shift_robustness"]
