@@ -29,9 +29,9 @@ def browser_or_skip():
 
 
 @contextmanager
-def opened_page(path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
-    """``path`` opened in headless chromium: (the page, the console errors, the URLs it
-    requested), after it has loaded."""
+def opened_page(path: Path | str) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """``path`` (a file, or a URL as a string) opened in headless chromium: (the page, the
+    console errors, the URLs it requested), after it has loaded."""
     sync_playwright, executable = browser_or_skip()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable,
@@ -42,7 +42,7 @@ def opened_page(path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(path.as_uri())
+        page.goto(path if isinstance(path, str) else path.as_uri())
         page.wait_for_load_state("load")
         try:
             yield page, errors, requests

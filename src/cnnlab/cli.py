@@ -83,6 +83,14 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def port_number(text: str) -> int:
+    """``--port``: 0 (a free port) to 65535."""
+    value = _int_at_least(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port 0..65535, got {value}")
+    return value
+
+
 def path_value(text: str) -> str:
     """A path flag's value: not empty (an empty path meant the current folder, silently)."""
     if not text.strip():
@@ -341,6 +349,17 @@ def run_lecture(args: argparse.Namespace) -> None:
         raise RuntimeError("lecture: some claims do not hold (see the checklist)")
 
 
+def run_serve(args: argparse.Namespace) -> None:
+    from .explorer import Explorer, serve
+
+    loaded = load_model_source(args, "serve")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"cnnlab: warning: serving on {args.host}, not only this machine: anyone "
+              f"who can reach it can use the explorer and run the model", file=sys.stderr)
+    serve(Explorer(loaded), args.host, args.port, open_browser=args.open,
+          say=lambda line: print(line, flush=True))
+
+
 def run_report(args: argparse.Namespace) -> None:
     from .report import build_report
 
@@ -498,6 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for lecture.html (default ./cnnlab-lecture)")
     lecture.add_argument("--quick", action="store_true",
                          help="every claim on less data and fewer steps (under 30 s)")
+    serve = sub.add_parser(
+        "serve", help="a local explorer of a model in the browser",
+        description="Serve a page where you draw an input (or pick a test example) and "
+                    "watch every layer respond, shift it, swap max pooling for BlurPool, "
+                    "click a feature map for its filter, receptive field, Grad-CAM and "
+                    "strongest inputs, and step through a convolution. Ctrl-C stops it.")
+    add_model_source(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", default=8765, type=port_number,
+                       help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--open", action="store_true", help="open the page in a browser")
     animate = sub.add_parser(
         "animate", help="an animated GIF of a convolution's kernel sliding over its input",
         description="Draw a convolution's arithmetic: one frame per output position, the "
@@ -566,7 +597,8 @@ def run_animate(args: argparse.Namespace) -> None:
 
 COMMANDS = {"example": lambda args: run_example(), "arith": run_arith, "train": run_train,
             "eval": run_eval, "models": run_models, "datasets": run_datasets, "demo": run_demo,
-            "animate": run_animate, "report": run_report, "lecture": run_lecture}
+            "animate": run_animate, "report": run_report, "lecture": run_lecture,
+            "serve": run_serve}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
