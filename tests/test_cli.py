@@ -462,7 +462,7 @@ def test_demo_quick_writes_a_report(capsys, tmp_path):
                      "filters_mnist1d_mnist1d-cnn.png", "filters_mnist5k_lenet5.png",
                      "index.html", "receptive_field_lenet5.png", "results.json",
                      "summary.txt"]
-    assert "cnnlab lecture" in out and "cnnlab report" in out
+    assert "cnnlab lecture" in out and "cnnlab report" in out and "cnnlab serve" in out
     assert "convolution.gif" in (report / "index.html").read_text()
     for name in names:
         if name.endswith(".png"):

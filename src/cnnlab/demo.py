@@ -87,8 +87,9 @@ def run_demo(report_dir: str | Path = "cnnlab-report", seed: int = 0, quick: boo
     print(table)
     _write_report(report, rows, table)
     print(f"\nReport written to {report.resolve()}/index.html")
-    print("Next: `cnnlab lecture` checks every claim of the lecture on real data, and "
-          "`cnnlab report --checkpoint DIR` looks inside a model you trained.")
+    print("Next: `cnnlab lecture` checks every claim of the lecture on real data, "
+          "`cnnlab report --checkpoint DIR` writes a page about a model you trained, and "
+          "`cnnlab serve --checkpoint DIR` lets you draw, shift and click through it live.")
     return rows
 
 

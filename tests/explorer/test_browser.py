@@ -130,3 +130,34 @@ def test_a_shared_link_restores_the_view(served):
         assert page.locator('canvas.map.selected[data-layer="0:conv"]'
                             '[data-channel="4"]').count() == 1
         assert errors == []
+
+
+def test_a_1d_model_without_data_draws_a_signal_and_shows_its_output_map():
+    from cnnlab.models import build_model
+
+    model = build_model("wavenet", np.random.default_rng(0), (1, 64), 2)
+    server = make_server(Explorer(LoadedModel(model, "wavenet", (1, 64))), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with opened_page(server.url) as (page, errors, _):
+            page.wait_for_selector("body[data-ready=true]", timeout=30000)
+            assert page.is_disabled("#example-random")  # no --data: no test examples
+            assert page.locator("#prediction canvas.output-map").count() == 2
+            before = _state(page)
+            box = page.locator("#draw").bounding_box()
+            page.mouse.move(box["x"] + 10, box["y"] + box["height"] * 0.8)
+            page.mouse.down()
+            for step in range(1, 20):  # a rising line, left to right
+                page.mouse.move(box["x"] + 10 + step * (box["width"] - 20) / 19,
+                                box["y"] + box["height"] * (0.8 - 0.03 * step))
+            page.mouse.up()
+            _wait_for_update(page, before["updates"])
+            after = _state(page)
+            assert after["maps"] != before["maps"]
+            page.keyboard.press("ArrowLeft")
+            _wait_for_update(page, after["updates"])
+            assert page.evaluate("() => window.cnnlabExplorer.app.last.shift") == [-1]
+            assert errors == []
+    finally:
+        server.shutdown()
+        server.server_close()

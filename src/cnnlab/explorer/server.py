@@ -216,6 +216,8 @@ class ExplorerHandler(BaseHTTPRequestHandler):
             self._error(400, str(error))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             self._error(400, f"the body is not JSON: {error}")
+        except RecursionError:
+            self._error(400, "the body's JSON is nested too deeply")
         return None
 
     # ---- methods ------------------------------------------------------------------------

@@ -223,8 +223,19 @@
   function renderPrediction(answer) {
     const box = $("prediction");
     box.textContent = "";
-    if (!answer.probabilities) {
-      box.textContent = "output: " + JSON.stringify(answer.output).slice(0, 200);
+    if (!answer.probabilities) {  // a U-Net's or WaveNet's output map, channel by channel
+      const last = answer.layers[answer.layers.length - 1], maps = decode(last.maps);
+      const shape = last.output_shape, spatial = shape.length === app.rank + 1;
+      const rows = spatial && app.rank === 2 ? shape[1] : 1;
+      const cols = spatial ? shape[shape.length - 1] : maps.per * maps.channels;
+      const count = spatial ? Math.min(shape[0], 8) : 1;
+      for (let c = 0; c < count; c++) {
+        const canvas = document.createElement("canvas");
+        canvas.className = "output-map";
+        canvas.width = Math.min(280, cols * 4); canvas.height = rows === 1 ? 20 : canvas.width * rows / cols;
+        paint(canvas, rows, cols, (r, k) => maps.bytes[c * maps.per + r * cols + k] / 255, viridis);
+        box.append(canvas);
+      }
       return;
     }
     answer.probabilities.forEach((p, k) => {
